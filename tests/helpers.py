@@ -1,0 +1,56 @@
+"""Shared test helpers: tiny model builders and deterministic, construction-order-independent weights."""
+
+from __future__ import annotations
+
+import zlib
+
+import torch
+from torch import nn
+
+from fgq.models import VGGT, Pi3
+
+# The small sizes of the official-output fixtures (tests/data/official_*.safetensors).
+VGGT_FIXTURE_ARCH = dict(
+    img_size=112, embed_dim=64,
+    aggregator=dict(depth=4, num_heads=4, patch_embed=dict(depth=2, num_heads=4)),
+    camera_head=dict(trunk_depth=1, num_heads=4),
+    depth_head=dict(features=32, out_channels=[16, 32, 64, 64], intermediate_layer_idx=[0, 1, 2, 3]),
+    point_head=dict(features=32, out_channels=[16, 32, 64, 64], intermediate_layer_idx=[0, 1, 2, 3]),
+)
+PI3_FIXTURE_ARCH = dict(
+    img_size=518,
+    encoder=dict(embed_dim=64, depth=2, num_heads=4),
+    decoder=dict(embed_dim=64, depth=4, num_heads=4),
+    heads=dict(embed_dim=64, depth=2, num_heads=4, out_dim=64, camera_out_dim=32),
+)
+
+
+def deterministic_weights(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Fill every parameter from a generator seeded by (seed, key name): the values depend only on the
+    key and shape, so any implementation with the same keys gets the same weights."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+            noise = torch.randn(p.shape, generator=g)
+            if p.dim() >= 2 and "token" not in name and "pos_embed" not in name:
+                fan_in = p[0].numel() if p.dim() > 1 else 1
+                p.copy_(0.5 * noise / fan_in**0.5)
+            elif name.endswith(".gamma"):
+                p.copy_(0.5 + 0.1 * noise)
+            elif "norm" in name and name.endswith(".weight"):
+                p.copy_(1.0 + 0.1 * noise)
+            else:
+                p.copy_(0.05 * noise)
+    return model
+
+
+def fixture_vggt() -> VGGT:
+    return deterministic_weights(VGGT(**VGGT_FIXTURE_ARCH)).eval()
+
+
+def fixture_pi3() -> Pi3:
+    return deterministic_weights(Pi3(**PI3_FIXTURE_ARCH)).eval()
+
+
+def fixture_images(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
