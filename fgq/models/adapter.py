@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from fgq.models import geometry
+
 # Short name → path inside a block, in true-sequential order.
 LINEAR_PATHS = {"qkv": "attn.qkv", "proj": "attn.proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
 
@@ -53,6 +55,11 @@ class QuantView:
         """The tensor each task's Fisher and metrics read: camera, depth, points."""
         raise NotImplementedError
 
+    def geometry(self, predictions: dict[str, torch.Tensor], points_source: str = "depth_camera") -> dict:
+        """Predictions in the evaluation's common form: w2c ``extrinsics [B,S,3,4]``, ``depth [B,S,H,W]``,
+        ``points [B,S,H,W,3]`` (world frame of the model)."""
+        raise NotImplementedError
+
     def linear_names(self) -> dict[str, nn.Linear]:
         """All calibrated linears by full module name, in execution order."""
         return {f"{ref.name}.{LINEAR_PATHS[short]}": lin for ref in self.blocks for short, lin in ref.linears.items()}
@@ -84,6 +91,19 @@ class VGGTView(QuantView):
             "points": predictions["world_points"],
         }
 
+    def geometry(self, predictions: dict[str, torch.Tensor], points_source: str = "depth_camera") -> dict:
+        """``depth_camera`` (the FGQ protocol): depth unprojected with the predicted cameras;
+        ``head``: the point head's ``world_points``."""
+        depth = predictions["depth"][..., 0]
+        extrinsics, intrinsics = geometry.pose_encoding_to_extri_intri(predictions["pose_enc"], depth.shape[-2:])
+        if points_source == "depth_camera":
+            points = geometry.unproject_depth(depth, extrinsics, intrinsics)
+        elif points_source == "head":
+            points = predictions["world_points"]
+        else:
+            raise ValueError(f"points_source={points_source!r}: use depth_camera or head")
+        return {"extrinsics": extrinsics, "depth": depth, "points": points}
+
 
 class Pi3View(QuantView):
     """π3: the decoder's blocks 0..N−1 (even = frame, odd = global)."""
@@ -106,3 +126,8 @@ class Pi3View(QuantView):
             "depth": predictions["local_points"][..., 2:3],
             "points": predictions["points"],
         }
+
+    def geometry(self, predictions: dict[str, torch.Tensor], points_source: str = "depth_camera") -> dict:
+        """π3 predicts camera-to-world poses and its global point map directly (``points_source`` is ignored)."""
+        w2c = geometry.closed_form_inverse_se3(predictions["camera_poses"])[..., :3, :]
+        return {"extrinsics": w2c, "depth": predictions["local_points"][..., 2], "points": predictions["points"]}

@@ -1,0 +1,87 @@
+"""Config helpers: the ``fgq_root`` resolver, a check of group choices before Hydra composes (one clear line
+instead of Hydra's multi-line report), and validation of the composed config before any work starts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from fgq.quant.spec import QuantSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+OmegaConf.register_new_resolver("fgq_root", lambda: str(ROOT), replace=True)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message is one line that says what to change."""
+
+
+def group_options(group: str) -> list[str]:
+    folder = CONF_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def check_choices(overrides: Sequence[str]) -> None:
+    """Raise ``ConfigError`` for a command-line choice of a config group that has no file, e.g.
+    ``quantizer=foo`` or ``bits=w8a8,w5a5``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception as err:  # Hydra's own grammar errors are already clear; surface them as one line
+        raise ConfigError(str(err).splitlines()[0]) from None
+    for override in parsed:
+        group = override.key_or_group
+        if override.package or override.is_delete() or not (CONF_DIR / group).is_dir():
+            continue
+        options = group_options(group)
+        values = [str(v) for v in override.sweep_string_iterator()] if override.is_sweep_override() else (
+            [str(v) for v in override.value()] if isinstance(override.value(), list) else [str(override.value())]
+        )
+        for value in values:
+            if value not in options and value != "null":
+                raise ConfigError(f"unknown {group} '{value}': choose one of {', '.join(options)} (conf/{group}/)")
+
+
+def quant_spec(cfg: DictConfig) -> QuantSpec:
+    try:
+        return QuantSpec(**OmegaConf.to_container(cfg.bits, resolve=True))
+    except TypeError as err:
+        raise ConfigError(f"bits: {err}") from None
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _check_roots(node: object, where: str) -> None:
+    """Every ``root``/``annotations`` path a dataset names must be set and exist."""
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key in ("root", "annotations"):
+            if value in (None, "", "???"):
+                raise ConfigError(f"{where}.{key} is not set: give the dataset's location ({where}.{key}=PATH)")
+            if not Path(str(value)).exists():
+                raise ConfigError(f"{where}.{key}={value}: no such file or directory")
+        else:
+            _check_roots(value, f"{where}.{key}")
+
+
+def validate(cfg: DictConfig) -> QuantSpec:
+    """Check everything that can be checked before work starts; returns the quantization spec."""
+    spec = quant_spec(cfg)
+    if not cfg.dataset.get("eval"):
+        raise ConfigError("dataset.eval is empty: choose at least one evaluation set (dataset=synthetic, ...)")
+    _check_roots(OmegaConf.to_container(cfg.dataset, resolve=True), "dataset")
+    for name, node in cfg.dataset.eval.items():
+        unknown = set(node.protocol.tasks) - {"camera", "depth", "points"}
+        if unknown:
+            raise ConfigError(f"dataset.eval.{name}.protocol.tasks: unknown {sorted(unknown)} (camera, depth, points)")
+    for key in ("num_clips", "frames", "batch_size"):
+        if int(cfg.calib[key]) < 1:
+            raise ConfigError(f"calib.{key}={cfg.calib[key]}: must be ≥ 1")
+    if cfg.trainer.accelerator not in ("auto", "cpu", "gpu", "cuda"):
+        raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator}: use auto, cpu or gpu")
+    return spec

@@ -1,0 +1,44 @@
+"""The quantizer registry and the one entry point ``quantize(model, config, spec, calib, fisher)``.
+
+Each algorithm has a config dataclass (what ``conf/quantizer/*.yaml`` instantiates) registered with the
+function that applies it; the config's type selects the algorithm, as in torchao's ``quantize_``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from fgq.quant.spec import QuantSpec
+
+_REGISTRY: dict[type, Callable[..., dict]] = {}
+
+
+def register(config_type: type) -> Callable:
+    def wrap(fn: Callable[..., dict]) -> Callable[..., dict]:
+        _REGISTRY[config_type] = fn
+        return fn
+
+    return wrap
+
+
+def quantize(
+    model: nn.Module,
+    config: Any,
+    spec: QuantSpec,
+    calib: Iterable[dict] | None = None,
+    fisher: torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """Quantize ``model`` in place through its quantization view; returns cost figures (time, memory, ...).
+
+    ``calib`` yields batches of the common batch type; ``fisher`` is ``[tasks, blocks, channels]`` (FGQ).
+    """
+    fn = _REGISTRY.get(type(config))
+    if fn is None:
+        known = ", ".join(sorted(t.__name__ for t in _REGISTRY))
+        raise ValueError(f"no quantizer registered for {type(config).__name__} (known: {known})")
+    return fn(model.quant_view(), config, spec, calib=calib, fisher=fisher, device=torch.device(device))
