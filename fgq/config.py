@@ -1,4 +1,4 @@
-"""Config helpers: the ``fgq_root`` resolver, a check of group choices before Hydra composes (one clear line
+"""Config helpers: a check of group choices before Hydra composes (one clear line
 instead of Hydra's multi-line report), and validation of the composed config before any work starts."""
 
 from __future__ import annotations
@@ -8,11 +8,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from fgq import ROOT
 from fgq.quant.spec import QuantSpec
 
-ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
-OmegaConf.register_new_resolver("fgq_root", lambda: str(ROOT), replace=True)
 
 
 class ConfigError(ValueError):

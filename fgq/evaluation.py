@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from fgq.metrics import DepthAccumulator, PointMapAccumulator, PoseAccumulator, evaluate_depth, evaluate_pointmap
+from fgq.models.geometry import unproject_depth
 
 
 class DatasetEvaluator:
@@ -61,3 +62,15 @@ class DatasetEvaluator:
         if "points" in self.tasks:
             out["points"] = self.points.compute()
         return out
+
+
+def trivial_geometry(batch: dict) -> dict[str, torch.Tensor]:
+    """The sanity floor every model must beat: identical cameras for all frames (identity extrinsics) and,
+    per image, a constant depth equal to the ground-truth median, unprojected with the true intrinsics."""
+    images = batch["images"]
+    b, s, _, h, w = images.shape
+    extrinsics = torch.eye(4)[:3].expand(b, s, 3, 4).clone()
+    gt = torch.where(batch["valid"], batch["depth"], torch.nan).flatten(2)
+    depth = gt.nanmedian(dim=-1).values[..., None, None].expand(b, s, h, w).clone()
+    points = unproject_depth(depth, extrinsics, batch["intrinsics"])
+    return {"extrinsics": extrinsics, "depth": depth, "points": points}

@@ -40,7 +40,9 @@ def run_tags(choices: dict[str, str], extra: list[str]) -> list[str]:
     return tags + [str(t) for t in extra]
 
 
-def make_loggers(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | None) -> list[Logger]:
+def make_loggers(
+    cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | None, job_type: str | None = None
+) -> list[Logger]:
     loggers: list[Logger] = []
     node = cfg.get("logger") or {}
     if node.get("csv") and node.csv.get("enabled", True):
@@ -51,7 +53,8 @@ def make_loggers(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group:
         os.environ.setdefault("WANDB_SILENT", "true")
         loggers.append(WandbLogger(
             project=w.project, entity=w.entity, save_dir=str(out_dir), name=w.name or run_name(choices),
-            group=w.group or group, job_type=w.job_type, tags=run_tags(choices, list(cfg.get("tags") or [])),
+            group=w.group or group, job_type=job_type or w.job_type,
+            tags=run_tags(choices, list(cfg.get("tags") or [])),
             mode=mode, config=OmegaConf.to_container(cfg, resolve=True), settings={"console": "off"},
         ))
     return loggers

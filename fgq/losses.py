@@ -1,0 +1,108 @@
+"""Training losses for the tiny models, in the spirit of the official VGGT and π3 training.
+
+Ground truth is first normalised as VGGT's training does: the world frame becomes camera 0 and the scene is
+scaled so that the mean distance of the valid points to that camera is 1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fgq.models import geometry
+
+
+def normalize_scene(batch: dict) -> dict:
+    """Camera-0-relative, unit-scale ground truth: ``extrinsics`` (w2c), ``depth``, ``world_points``."""
+    ext = geometry.to_homogeneous(batch["extrinsics"])  # [B,S,4,4]
+    first_inv = geometry.closed_form_inverse_se3(ext[:, :1])
+    rel = ext @ first_inv  # w2c of each camera in camera 0's frame
+    points = geometry.world_to_camera(batch["world_points"], ext[:, 0, None, :3])  # world → camera 0
+    valid = batch["valid"]
+    dist = points.norm(dim=-1)
+    scale = (dist * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
+    scale = scale.clamp(min=1e-6)
+    rel = rel.clone()
+    rel[..., :3, 3] /= scale[:, None, None]
+    return {
+        "extrinsics": rel[..., :3, :],
+        "intrinsics": batch["intrinsics"],
+        "depth": batch["depth"] / scale[:, None, None, None],
+        "world_points": points / scale[:, None, None, None, None],
+        "valid": valid,
+        "scale": scale,
+    }
+
+
+def _confidence_regression(error: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor, alpha: float) -> torch.Tensor:
+    """VGGT's aleatoric loss: ``conf · error − α · log(conf)`` over valid pixels."""
+    return ((conf * error - alpha * torch.log(conf)) * valid).sum() / valid.sum().clamp(min=1)
+
+
+def _gradient_loss(diff: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Confidence-weighted L1 of the spatial gradients of the residual (sharp edges)."""
+    total = diff.new_zeros(())
+    for dim in (-2, -1):
+        g = torch.diff(diff, dim=dim).abs()
+        m = valid.narrow(dim, 1, valid.shape[dim] - 1) & valid.narrow(dim, 0, valid.shape[dim] - 1)
+        c = conf.narrow(dim, 1, conf.shape[dim] - 1)
+        total = total + (g * c * m).sum() / m.sum().clamp(min=1)
+    return total
+
+
+def vggt_loss(pred: dict, gt: dict, weights: dict) -> dict[str, torch.Tensor]:
+    """Camera: L1 on the pose encoding of every refinement iteration (later iterations weigh more, γ = 0.6);
+    depth and points: confidence-weighted regression plus a gradient term."""
+    height, width = gt["depth"].shape[-2:]
+    target = geometry.extri_intri_to_pose_encoding(gt["extrinsics"], gt["intrinsics"], (height, width))
+    iterations = pred["pose_enc_list"]
+    camera = gt["depth"].new_zeros(())
+    for i, enc in enumerate(iterations):
+        w = 0.6 ** (len(iterations) - 1 - i)
+        err = (enc - target).abs()
+        camera = camera + w * (err[..., :3].mean() + err[..., 3:7].mean() + 0.5 * err[..., 7:].mean())
+    valid = gt["valid"]
+    alpha = weights.get("conf_alpha", 0.2)
+    depth_diff = pred["depth"][..., 0] - gt["depth"]
+    depth = _confidence_regression(depth_diff.abs(), pred["depth_conf"], valid, alpha)
+    depth = depth + _gradient_loss(depth_diff, pred["depth_conf"], valid)
+    point_diff = pred["world_points"] - gt["world_points"]
+    points = _confidence_regression(point_diff.norm(dim=-1), pred["world_points_conf"], valid, alpha)
+    points = points + _gradient_loss(point_diff.norm(dim=-1), pred["world_points_conf"], valid)
+    total = weights["camera"] * camera + weights["depth"] * depth + weights["points"] * points
+    return {"loss": total, "camera": camera, "depth": depth, "points": points}
+
+
+def _optimal_scale(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per batch item, the s minimising Σ w‖s·pred − target‖² (π3 predicts up to scale)."""
+    num = (weight[..., None] * pred * target).flatten(1).sum(1)
+    den = (weight[..., None] * pred * pred).flatten(1).sum(1).clamp(min=1e-8)
+    return (num / den).detach().clamp(min=1e-3)
+
+
+def pi3_loss(pred: dict, gt: dict, weights: dict) -> dict[str, torch.Tensor]:
+    """Scale-invariant local-point loss (L1 weighted by 1/z), relative camera loss over all frame pairs
+    (rotation: Frobenius distance, translation: Huber after the optimal scale), confidence BCE on the
+    pixels whose aligned error is small."""
+    valid = gt["valid"]
+    gt_local = geometry.depth_to_camera_points(gt["depth"], gt["intrinsics"])  # [B,S,H,W,3]
+    inv_z = valid / gt["depth"].clamp(min=1e-6)
+    s = _optimal_scale(pred["local_points"], gt_local, inv_z)
+    err = (s[:, None, None, None, None] * pred["local_points"] - gt_local).abs().sum(-1) * inv_z
+    points = (err * valid).sum() / valid.sum().clamp(min=1)
+    gt_c2w = geometry.closed_form_inverse_se3(gt["extrinsics"])
+    pred_c2w = pred["camera_poses"]
+
+    def relative(c2w: torch.Tensor) -> torch.Tensor:
+        inv = geometry.closed_form_inverse_se3(c2w)
+        return inv[:, :, None] @ c2w[:, None, :]  # [B,S,S,4,4]: pose of j in the frame of i
+
+    rel_p, rel_g = relative(pred_c2w), relative(gt_c2w)
+    rotation = (rel_p[..., :3, :3] - rel_g[..., :3, :3]).square().sum((-1, -2)).mean()
+    translation = F.huber_loss(s[:, None, None, None] * rel_p[..., :3, 3], rel_g[..., :3, 3], delta=0.1)
+    camera = rotation + translation
+    target = (err < weights.get("conf_threshold", 0.05)).float()
+    conf = (F.binary_cross_entropy_with_logits(pred["conf"][..., 0], target, reduction="none") * valid).sum()
+    conf = conf / valid.sum().clamp(min=1)
+    total = weights["points"] * points + weights["camera"] * camera + weights.get("conf", 0.05) * conf
+    return {"loss": total, "camera": camera, "points": points, "conf": conf}
