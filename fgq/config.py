@@ -71,6 +71,8 @@ def _check_roots(node: object, where: str) -> None:
 def validate(cfg: DictConfig) -> QuantSpec:
     """Check everything that can be checked before work starts; returns the quantization spec."""
     spec = quant_spec(cfg)
+    for key in OmegaConf.missing_keys(cfg.quantizer):
+        raise ConfigError(f"quantizer.{key} is not set (quantizer.{key}=…)")
     if not cfg.dataset.get("eval"):
         raise ConfigError("dataset.eval is empty: choose at least one evaluation set (dataset=synthetic, ...)")
     _check_roots(OmegaConf.to_container(cfg.dataset, resolve=True), "dataset")

@@ -21,7 +21,8 @@ from fgq.config import ConfigError, validate
 from fgq.data.batch import collate
 from fgq.loggers import finish, make_loggers
 from fgq.module import QuantExperiment
-from fgq.quant import quantize
+from fgq.quant import LoadConfig, quantize, save_quantized
+from fgq.quant.saving import saved_spec
 
 log = logging.getLogger(__name__)
 # Lightning's start-up banner (GPU/TPU availability, tips) adds nothing to a PTQ job's log.
@@ -119,6 +120,8 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = instantiate(cfg.model)
     qconfig = instantiate(cfg.quantizer)
+    if isinstance(qconfig, LoadConfig):  # a saved quantized model is evaluated with the bits it was made with
+        spec = saved_spec(qconfig)
     loaders, calib = build_data(cfg)
     protocols = {name: OmegaConf.to_container(node.protocol, resolve=True) for name, node in cfg.dataset.eval.items()}
     loggers = make_loggers(cfg, out_dir, choices, group)
@@ -134,6 +137,8 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
             module.results["quant"] = module.results["fp"]
         else:
             cost = quantize(module.model, qconfig, spec, calib=calib, device=module.device)
+            if cfg.get("save_quantized") and not isinstance(qconfig, LoadConfig):
+                cost["saved"] = str(save_quantized(module.model, cfg.quantizer, spec, out_dir))
             module.phase = "quant"
             t = time.perf_counter()
             trainer.test(module, dataloaders=list(loaders.values()), verbose=False)

@@ -26,6 +26,7 @@ def build(cls: type[nn.Module], checkpoint: str | None = None, init_seed: int = 
             torch.manual_seed(init_seed)
             model = cls(**arch)
         log.info("%s: random init (seed %d) — no checkpoint configured", cls.__name__, init_seed)
+    model.arch = arch  # the architecture knobs, recorded so that saved quantized models can be checked
     return model.eval()
 
 

@@ -1,11 +1,15 @@
 """Quantization: ``QuantSpec``, fake-quant primitives, ``QuantLinear``, and the algorithms behind one entry
 point, ``quantize(model, config, spec, calib, fisher)``."""
 
-from fgq.quant import gptq, rtn  # noqa: F401 — importing registers the algorithms
+from fgq.quant import flatquant, gptq, rtn, saving  # noqa: F401 — importing registers the algorithms
+from fgq.quant.flatquant import FlatQuantConfig
 from fgq.quant.gptq import GPTQConfig
 from fgq.quant.linear import QuantLinear
 from fgq.quant.registry import quantize
 from fgq.quant.rtn import RTNConfig
+from fgq.quant.saving import LoadConfig, save_quantized
 from fgq.quant.spec import QuantSpec
 
-__all__ = ["GPTQConfig", "QuantLinear", "QuantSpec", "RTNConfig", "quantize"]
+__all__ = [
+    "FlatQuantConfig",
+    "GPTQConfig", "LoadConfig", "QuantLinear", "QuantSpec", "RTNConfig", "quantize", "save_quantized"]

@@ -31,6 +31,7 @@ from fgq.quant.calibrate import BlockData, calibrate_blocks
 from fgq.quant.linear import QuantLinear, swap_linears
 from fgq.quant.primitives import fake_quant_with, qparams
 from fgq.quant.registry import register
+from fgq.quant.rtn import rebuild_quantized_linears
 from fgq.quant.spec import QuantSpec
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def _collect_hessians(view: QuantView, ref: BlockRef, data: BlockData,
     return accumulators
 
 
-@register(GPTQConfig)
+@register(GPTQConfig, rebuild=rebuild_quantized_linears)
 def gptq(view: QuantView, config: GPTQConfig, spec: QuantSpec, *, calib: Iterable[dict] | None = None,
          device: torch.device | str = "cpu", **_) -> dict:
     start = time.perf_counter()

@@ -12,17 +12,31 @@ from typing import Any
 import torch
 from torch import nn
 
+from fgq.models.adapter import QuantView
 from fgq.quant.spec import QuantSpec
 
 _REGISTRY: dict[type, Callable[..., dict]] = {}
+# How to rebuild a quantized model's structure (no calibration) before loading its saved state dict.
+_REBUILD: dict[type, Callable[[QuantView, Any, QuantSpec], None]] = {}
 
 
-def register(config_type: type) -> Callable:
+def register(config_type: type, rebuild: Callable[[QuantView, Any, QuantSpec], None] | None = None) -> Callable:
     def wrap(fn: Callable[..., dict]) -> Callable[..., dict]:
         _REGISTRY[config_type] = fn
+        if rebuild is not None:
+            _REBUILD[config_type] = rebuild
         return fn
 
     return wrap
+
+
+def rebuild(model: nn.Module, config: Any, spec: QuantSpec) -> None:
+    """Give ``model`` the module structure that ``quantize(model, config, spec)`` produces, without calibrating,
+    so that a saved quantized state dict loads strictly."""
+    fn = _REBUILD.get(type(config))
+    if fn is None:
+        raise ValueError(f"quantizer {type(config).__name__} cannot be reloaded (no rebuild registered)")
+    fn(model.quant_view(), config, spec)
 
 
 def quantize(

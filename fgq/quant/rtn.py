@@ -19,7 +19,15 @@ class RTNConfig:
     """RTN has no options: the bits group says everything."""
 
 
-@register(RTNConfig)
+def rebuild_quantized_linears(view: QuantView, config: object, spec: QuantSpec) -> None:
+    """RTN and GPTQ leave plain ``QuantLinear``s holding de-quantized weights."""
+    if spec.is_fp:
+        return
+    for layer in swap_linears(view.model, list(view.linear_names()), spec).values():
+        layer.weight_is_quantized = True
+
+
+@register(RTNConfig, rebuild=rebuild_quantized_linears)
 def rtn(view: QuantView, config: RTNConfig, spec: QuantSpec, **_) -> dict:
     start = time.perf_counter()
     if spec.is_fp:

@@ -1,0 +1,281 @@
+"""FlatQuant: learnable affine transforms, LWC and LAC, block-wise calibration, reparameterisation.
+
+Follows ``shared/reference/quantizers.md`` §4 and ``fgq_method.md`` §4–§7 (FlatQuant as FGQ ports it to VGGT;
+π3's decoder blocks are the same ``Block`` class and get the same treatment).
+
+Placement in one pre-norm block (``FlatQuantBlock``; ``x ⊙ c`` is a learnable diagonal, ``P = P_L ⊗ P_R``)::
+
+    h = x + ls1( proj( AQ( mix_o( SDPA( rope(q_norm q), rope(k_norm k), v ) ) ) ) )
+        (q, k, v) = qkv( AQ( (norm1(x) ⊙ c₁)·P₁ ) )        weights  W_qkv·diag(1/c₁)·P₁⁻ᵀ, then per head
+                                                            W_v ← P_vᵀ·W_v, b_v ← b_v·P_v (after LWC)
+        mix_o: per token X[heads, head_dim] ← P_oᵀ·X         weight   W_proj·(P_o ⊗ P_v)⁻ᵀ
+    y = h + ls2( fc2( AQ( (GELU(fc1( AQ( (norm2(h) ⊙ c₂)·P₂ ) )) ⊙ c₃)·P₃ ) ) )
+                                                            weights  W_1·diag(1/c₂)·P₂⁻ᵀ, W_2·diag(1/c₃)·P₃⁻ᵀ
+
+``AQ`` is the per-token dynamic activation fake-quantiser with a learned clip pair (LAC); every weight is
+clipped per output row (LWC) and fake-quantised per output channel. Transform names follow FGQ:
+``ln_trans`` (P₁, c₁), ``v_trans`` (P_v, size head_dim), ``o_trans`` (P_o, size num_heads), ``fc1_trans``,
+``fc2_trans``.
+
+**qkv: split by default (``split_qkv=True``, bit-faithful to FGQ).** The fused ``attn.qkv`` weight is kept as
+one ``[3C, C]`` tensor, but its input is fake-quantised three times, once per q/k/v row block, each with its own
+LAC pair, exactly like FGQ's three ``q_proj/k_proj/v_proj`` linears (LWC is per output row either way).
+``split_qkv=False`` uses one activation quantiser (one LAC pair) for the fused linear. Both are identical in FP.
+
+**Two modes.** *Calibration*: the transforms are parameterised and every forward recomputes the transformed,
+clipped, fake-quantised (STE) weights. *Eval* (after ``reparameterize()``): ``P`` matrices materialised, ``c₁``
+and ``c₂`` folded into ``norm1``/``norm2`` (γ **and** β), ``P⁻ᵀ``/``1/c``/the V transform/LWC merged into the
+weights in fp64 and the weight quantiser (RTN, per channel) applied once. What stays online: the Kronecker
+matmuls before qkv/fc1/fc2, the head mix before proj, ``c₃`` before fc2, and per-token activation fake-quant.
+
+**Quantiser-off behaviour.** LWC parameters exist only when weights are quantised (``w_bits < 16``), LAC
+parameters only when activations are (``a_bits < 16``): clipping is part of the quantiser, so a W16A16
+``FlatQuantBlock`` equals the FP block for any transforms.
+
+**FGQ hook.** Every block loss goes through ``block_loss(output, target, channel_weight)``;
+``flatquant_calibrate(..., channel_weight=fn)`` takes ``fn(ref) -> [C] tensor | None`` per block.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from fgq.models.adapter import BlockRef, QuantView
+from fgq.quant.calibrate import BlockData, calibrate_blocks
+from fgq.quant.flat_block import FlatQuantBlock
+from fgq.quant.registry import register
+from fgq.quant.spec import QuantSpec
+from fgq.quant.transforms import TRANSFORM_KINDS
+
+DIAG_INITS = ("sq_style", "one_style")
+CACHE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class FlatQuantConfig:
+    """FlatQuant calibration settings; defaults are FGQ's FlatQuant-for-VGGT values (``fgq_method.md`` §5).
+
+    ``batch_size``: clips per optimiser step (FGQ ``cali_bsz`` = 2); the cached calibration batches are split
+    into clips and regrouped (all clips of one step must have the same shape; a last, smaller step keeps the
+    remainder). ``None``: one step per calibration batch as the loader yields it (``calib.batch_size``).
+    ``deactive_amp``: ``None`` = fp32 on CPU, bf16 autocast on CUDA (FGQ's default); ``True`` forces fp32.
+    ``cache_dtype``: dtype of the cached block inputs/targets on the host (FGQ: bf16).
+    ``seed``: seeds the transform initialisation of block ``i`` through its own ``torch.Generator``.
+    """
+
+    epochs: int = 15
+    lr: float = 5e-3
+    clip_lr_mult: float = 10.0
+    weight_decay: float = 0.01
+    warmup: bool = True
+    warmup_iters: int = 16
+    warmup_start_factor: float = 0.01
+    eta_min_ratio: float = 1e-3
+    batch_size: int | None = 2
+    diag_alpha: float = 0.5
+    diag_init: str = "sq_style"
+    lwc: bool = True
+    lac: bool = True
+    add_diag: bool = True
+    transform: str = "svd"
+    split_qkv: bool = True
+    cache_dtype: str = "bfloat16"
+    seed: int = 0
+    deactive_amp: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.diag_init not in DIAG_INITS:
+            raise ValueError(f"quantizer.diag_init={self.diag_init!r}: use one of {', '.join(DIAG_INITS)}")
+        if self.transform not in TRANSFORM_KINDS:
+            raise ValueError(f"quantizer.transform={self.transform!r}: use one of {', '.join(TRANSFORM_KINDS)}")
+        if self.cache_dtype not in CACHE_DTYPES:
+            raise ValueError(f"quantizer.cache_dtype={self.cache_dtype!r}: use one of {', '.join(CACHE_DTYPES)}")
+        if self.epochs < 0 or self.warmup_iters < 0:
+            raise ValueError("quantizer.epochs and quantizer.warmup_iters must be >= 0")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"quantizer.batch_size={self.batch_size!r}: must be >= 1 or null")
+        if not 0.0 <= self.diag_alpha <= 1.0:
+            raise ValueError(f"quantizer.diag_alpha={self.diag_alpha!r}: must be in [0, 1]")
+
+    def amp_enabled(self, device: torch.device) -> bool:
+        return (device.type != "cpu") if self.deactive_amp is None else not self.deactive_amp
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loss
+
+
+def block_loss(
+    output: torch.Tensor, target: torch.Tensor, channel_weight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block objective: ``L = mean over tokens and channels of w_c·(output − target)²`` (plain MSE when
+    ``channel_weight`` is ``None``; FGQ passes a ``[C]`` weight broadcast over the last dimension).
+
+    Returns ``(L / stopgrad(L), L.detach())``: the first is back-propagated (FlatQuant's normalisation, so the
+    step follows ∇ log L and any constant factor of ``w`` cancels), the second is the un-normalised value to
+    log. ``L = 0`` gives a zero loss instead of 0/0.
+    """
+    err = (output.float() - target.float()).square()
+    if channel_weight is not None:
+        err = err * channel_weight.to(err.device, err.dtype)
+    loss = err.mean()
+    value = loss.detach()
+    return loss / value.clamp_min(torch.finfo(value.dtype).tiny), value
+
+
+def _block_generator(seed: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed(zlib.crc32(f"flatquant:{seed}:{index}".encode()))
+
+
+def _replace_block(view: QuantView, ref: BlockRef, new: nn.Module) -> None:
+    parent_name, _, child = ref.name.rpartition(".")
+    setattr(view.model.get_submodule(parent_name), child, new)
+    ref.module = new
+
+
+def _input_absmax(view: QuantView, ref: BlockRef, data: BlockData) -> dict[str, torch.Tensor]:
+    """Per-channel running max of |input| of qkv, fc1, fc2 over all calibration tokens (FP block, from 1e-5)."""
+    stats: dict[str, torch.Tensor] = {}
+
+    def hook(key: str):
+        def record(_module, args):
+            x = args[0].detach()
+            m = x.abs().reshape(-1, x.shape[-1]).amax(dim=0).float()
+            stats[key] = torch.maximum(stats.get(key, torch.full_like(m, 1e-5)), m)
+        return record
+
+    handles = [ref.linears[key].register_forward_pre_hook(hook(key)) for key in ("qkv", "fc1", "fc2")]
+    try:
+        with torch.no_grad():
+            for s in data.inputs:
+                view.run_block(ref, s.x.to(data.device, torch.float32), s.pos.to(data.device))
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
+def _step_groups(data: BlockData, batch_size: int | None) -> list[list[tuple[int, slice]]]:
+    """Which (cached batch, rows) make up each optimiser step."""
+    if batch_size is None:
+        return [[(i, slice(None))] for i in range(len(data.inputs))]
+    clips = [(i, slice(j, j + 1)) for i, s in enumerate(data.inputs) for j in range(s.x.shape[0])]
+    return [clips[k:k + batch_size] for k in range(0, len(clips), batch_size)]
+
+
+def _load_step(data: BlockData, group: list[tuple[int, slice]]) -> tuple[torch.Tensor, ...]:
+    xs = [data.inputs[i].x[rows] for i, rows in group]
+    if len({tuple(x.shape[1:]) for x in xs}) > 1:
+        raise ValueError("calibration clips of one FlatQuant step differ in shape: use quantizer.batch_size=null")
+    x = torch.cat(xs).to(data.device, torch.float32)
+    pos = torch.cat([data.inputs[i].pos[rows] for i, rows in group]).to(data.device)
+    target = torch.cat([data.targets[i][rows] for i, rows in group]).to(data.device, torch.float32)
+    return x, pos, target
+
+
+def calibrate_block(
+    view: QuantView, ref: BlockRef, data: BlockData, config: FlatQuantConfig, spec: QuantSpec,
+    channel_weight: torch.Tensor | None = None,
+) -> dict:
+    """Wrap block ``ref`` in a ``FlatQuantBlock`` (installed in the model), calibrate it on FP inputs against FP
+    targets (``quantizers.md`` §4.6), reparameterise it. Returns the block's loss/step/time figures."""
+    start = time.perf_counter()
+    device = data.device
+    block = ref.module
+    dtype = block.norm1.weight.dtype if getattr(block.norm1, "weight", None) is not None else torch.float32
+    absmax = _input_absmax(view, ref, data) if (config.add_diag and config.diag_init == "sq_style") else None
+
+    block.float()
+    qblock = FlatQuantBlock(block, spec, config, _block_generator(config.seed, ref.index)).to(device)
+    qblock.init_diagonals(absmax, config.diag_alpha, config.diag_init)
+    _replace_block(view, ref, qblock)
+
+    groups = _step_groups(data, config.batch_size)
+    params = qblock.trainable_parameters()
+    param_groups = [{"params": params["transforms"], "lr": config.lr}]
+    if params["clips"]:
+        param_groups.append({"params": params["clips"], "lr": config.lr * config.clip_lr_mult})
+    optimizer = torch.optim.AdamW(param_groups, lr=config.lr, weight_decay=config.weight_decay)
+    total = config.epochs * len(groups)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(total, 1), eta_min=config.lr * config.eta_min_ratio)
+    if config.warmup:
+        warmup = torch.optim.lr_scheduler.LinearLR(
+            optimizer, start_factor=config.warmup_start_factor, total_iters=config.warmup_iters)
+        scheduler = torch.optim.lr_scheduler.ChainedScheduler([warmup, scheduler])
+    weight = channel_weight.to(device, torch.float32) if channel_weight is not None else None
+
+    epoch_losses, first = [], None
+    for _ in range(config.epochs):
+        values = []
+        for group in groups:
+            x, pos, target = _load_step(data, group)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp_enabled(device)):
+                out = view.run_block(ref, x, pos)
+            loss, value = block_loss(out, target, weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            values.append(value.item())
+            first = values[0] if first is None else first
+        epoch_losses.append(sum(values) / len(values))
+    qblock.reparameterize()
+    qblock.to(dtype)
+    return {
+        "loss_init": first,  # un-normalised loss of the first step, before any update
+        "loss_final": epoch_losses[-1] if epoch_losses else None,  # mean over the last epoch
+        "epoch_losses": epoch_losses,
+        "steps": total,
+        "calib_s": time.perf_counter() - start,
+    }
+
+
+def flatquant_calibrate(
+    view: QuantView, config: FlatQuantConfig, spec: QuantSpec, calib, device: torch.device,
+    channel_weight: Callable[[BlockRef], torch.Tensor | None] | None = None,
+) -> dict:
+    """FlatQuant over every block of ``view`` through ``calibrate_blocks`` (FP inputs, FP targets).
+    ``channel_weight(ref)`` gives block ``ref``'s ``[C]`` loss weight (FGQ) or ``None`` (plain MSE)."""
+    if spec.is_fp:
+        return {"quantize_s": 0.0, "quantized_linears": 0}
+
+    def block_fn(ref: BlockRef, data: BlockData) -> dict:
+        weight = channel_weight(ref) if channel_weight is not None else None
+        return calibrate_block(view, ref, data, config, spec, weight)
+
+    with torch.enable_grad():
+        result = calibrate_blocks(view, calib, block_fn, propagate="fp", device=device,
+                                  cache_dtype=CACHE_DTYPES[config.cache_dtype], description="flatquant")
+    splits = 3 if config.split_qkv else 1
+    result.update({"quantized_linears": 4 * len(view.blocks),
+                   "activation_quantizers": (3 + splits) * len(view.blocks), "config": asdict(config)})
+    return result
+
+
+def rebuild_flatquant(view: QuantView, config: FlatQuantConfig, spec: QuantSpec) -> None:
+    """Give the model the structure ``quantize`` leaves (every block a reparameterised ``FlatQuantBlock``)
+    without calibrating, so a saved quantized state dict loads strictly (FGQ's load path, ``fgq_method.md``
+    §7.2). The values (merged weights, folded norms, matrices, c₃, LAC logits) then come from the state dict."""
+    if spec.is_fp:
+        return
+    for ref in view.blocks:
+        dtype = ref.module.norm1.weight.dtype if getattr(ref.module.norm1, "weight", None) is not None else None
+        block = FlatQuantBlock(ref.module, spec, config, _block_generator(config.seed, ref.index))
+        block.reparameterize()
+        if dtype is not None:
+            block.to(dtype)
+        _replace_block(view, ref, block)
+
+
+@register(FlatQuantConfig, rebuild=rebuild_flatquant)
+def flatquant(view: QuantView, config: FlatQuantConfig, spec: QuantSpec, calib=None, device=None, **_) -> dict:
+    if calib is None:
+        raise ValueError("FlatQuant needs calibration data (dataset.calib)")
+    return flatquant_calibrate(view, config, spec, calib, device or torch.device("cpu"))
