@@ -19,9 +19,12 @@ from torch.utils.data import DataLoader
 
 from fgq.config import ConfigError, validate
 from fgq.data.batch import collate
+from fgq.fisher import fisher_to_weights
+from fgq.fisher_cache import fisher_for
+from fgq.fisher_plots import block_labels, save_fisher_figures
 from fgq.loggers import finish, make_loggers
 from fgq.module import QuantExperiment
-from fgq.quant import LoadConfig, quantize, save_quantized
+from fgq.quant import FGQConfig, LoadConfig, QuantSpec, quantize, save_quantized
 from fgq.quant.saving import saved_spec
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,19 @@ def build_data(cfg: DictConfig) -> tuple[dict[str, DataLoader], DataLoader | Non
     return loaders, calib
 
 
+def fisher_for_job(model, qconfig, spec: QuantSpec, calib, device: torch.device, out_dir: Path):
+    """FGQ: the task Fisher (through the cache) and its pictures in the job dir, and whether the cache had it;
+    (None, None) for other quantizers."""
+    if not isinstance(qconfig, FGQConfig) or spec.is_fp or qconfig.fisher.granularity == "none":
+        return None, None
+    fc = qconfig.fisher
+    fisher, hit = fisher_for(model, calib, fc, device)
+    log.info("Fisher %s", "loaded from the cache" if hit else "computed")
+    weights = fisher_to_weights(fisher, fc.task_weight_vector(), fc.granularity, fc.floor, fc.normalize)
+    save_fisher_figures(fisher, out_dir, block_labels(model.quant_view()), weights=weights)
+    return fisher, hit
+
+
 def peak_memory() -> dict:
     out = {"cpu_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if torch.cuda.is_available():
@@ -136,7 +152,12 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
             cost = {"quantize_s": 0.0, "note": "bits=w16a16: nothing to quantize, quantized = FP"}
             module.results["quant"] = module.results["fp"]
         else:
-            cost = quantize(module.model, qconfig, spec, calib=calib, device=module.device)
+            device = torch.device(_device(cfg.trainer.accelerator))  # Lightning's teardown leaves the model on CPU
+            module.model.to(device)
+            fisher, hit = fisher_for_job(module.model, qconfig, spec, calib, device, out_dir)
+            cost = quantize(module.model, qconfig, spec, calib=calib, fisher=fisher, device=device)
+            if fisher is not None:
+                cost.setdefault("fisher", {})["cache_hit"] = hit
             if cfg.get("save_quantized") and not isinstance(qconfig, LoadConfig):
                 cost["saved"] = str(save_quantized(module.model, cfg.quantizer, spec, out_dir))
             module.phase = "quant"

@@ -1,7 +1,8 @@
 """Quantization: ``QuantSpec``, fake-quant primitives, ``QuantLinear``, and the algorithms behind one entry
 point, ``quantize(model, config, spec, calib, fisher)``."""
 
-from fgq.quant import flatquant, gptq, rtn, saving  # noqa: F401 — importing registers the algorithms
+from fgq.quant import fgq, flatquant, gptq, rtn, saving  # noqa: F401 — importing registers the algorithms
+from fgq.quant.fgq import FGQConfig
 from fgq.quant.flatquant import FlatQuantConfig
 from fgq.quant.gptq import GPTQConfig
 from fgq.quant.linear import QuantLinear
@@ -11,5 +12,6 @@ from fgq.quant.saving import LoadConfig, save_quantized
 from fgq.quant.spec import QuantSpec
 
 __all__ = [
+    "FGQConfig",
     "FlatQuantConfig",
     "GPTQConfig", "LoadConfig", "QuantLinear", "QuantSpec", "RTNConfig", "quantize", "save_quantized"]

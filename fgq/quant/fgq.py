@@ -1,0 +1,87 @@
+"""FGQ: FlatQuant calibration whose block loss is weighted per channel by the task Fisher.
+
+``fgq_method.md`` §1–§4: the activation Fisher ``[T, L, C]`` of the **FP** model (``fgq.fisher``) becomes
+per-block, per-channel weights ``w[l] ∈ R^C`` (``fisher_to_weights``), and block ``l``'s FlatQuant loss becomes
+``mean(w[l] · (B̂_l(X) − B_l(X))²)`` (normalised as ``L / stopgrad(L)``). Everything else is FlatQuant with
+the same settings, so ``FGQConfig`` is ``FlatQuantConfig`` plus a ``fisher`` node (``FisherConfig``), and a
+model quantized by FGQ has FlatQuant's structure (same rebuild for reloading).
+
+The Fisher comes from the caller (``quantize(..., fisher=[3, L, C])``, tasks in ``fgq.fisher.TASKS`` order) or
+is computed here from the calibration data, through the cache when ``fisher.cache_dir`` is set. With
+``fisher.granularity=none`` no Fisher is computed and the calibration is FlatQuant's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from fgq.fisher import TASKS, FisherConfig, as_fisher_config, fisher_summary, fisher_to_weights
+from fgq.fisher_cache import fisher_for
+from fgq.models.adapter import QuantView
+from fgq.quant.flatquant import FlatQuantConfig, flatquant_calibrate, rebuild_flatquant
+from fgq.quant.registry import register
+from fgq.quant.spec import QuantSpec
+
+
+@dataclass
+class FGQConfig(FlatQuantConfig):
+    """FlatQuant's settings (``conf/quantizer/flatquant.yaml``) plus ``fisher`` (the ``conf/fisher`` group:
+    tasks, task weights, granularity, floor, normalisation, estimator; see ``FisherConfig``)."""
+
+    fisher: FisherConfig = field(default_factory=FisherConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.fisher = as_fisher_config(self.fisher)
+
+
+def _weights_summary(weights: torch.Tensor, floor: float) -> dict:
+    return {
+        "min": float(weights.min()), "max": float(weights.max()),
+        "floored_fraction": float((weights <= floor).float().mean()),
+        "block_max": [float(v) for v in weights.amax(dim=1)],  # the strongest channel of each block (mean ≈ 1)
+    }
+
+
+@register(FGQConfig, rebuild=rebuild_flatquant)
+def fgq(view: QuantView, config: FGQConfig, spec: QuantSpec, calib=None, fisher: torch.Tensor | None = None,
+        device=None, **_) -> dict:
+    if calib is None:
+        raise ValueError("FGQ needs calibration data (dataset.calib)")
+    device = device or torch.device("cpu")
+    if iter(calib) is calib:  # a one-shot iterator: the Fisher pass must not use up FlatQuant's clips
+        calib = list(calib)
+    if spec.is_fp:
+        return flatquant_calibrate(view, config, spec, calib, device)
+    fc = config.fisher
+    start = time.perf_counter()
+    figures: dict = {"granularity": fc.granularity, "weight_tasks": list(fc.tasks)}
+    weights = None
+    if fc.granularity != "none" or fisher is not None:
+        if fisher is None:
+            fisher, hit = fisher_for(view.model, calib, fc, device)
+            figures.update(source="cache" if hit else "computed", estimator=fc.estimator)
+        else:
+            figures["source"] = "given"
+        fisher = fisher.detach().float().cpu()
+        channels = view.blocks[0].module.norm1.normalized_shape[-1]
+        expected = (len(TASKS), len(view.blocks), channels)
+        if tuple(fisher.shape) != expected:
+            raise ValueError(f"FGQ: the Fisher has shape {tuple(fisher.shape)}, expected {list(expected)} "
+                             f"(tasks {', '.join(TASKS)} × blocks × channels)")
+        figures.update(fisher_summary(fisher, TASKS, [ref.name for ref in view.blocks]))
+        if fc.granularity != "none":
+            weights = fisher_to_weights(fisher, fc.task_weight_vector(TASKS), fc.granularity, fc.floor,
+                                        fc.normalize)
+            figures["weights"] = _weights_summary(weights, fc.floor)
+    fisher_s = time.perf_counter() - start
+    channel_weight = (lambda ref: weights[ref.index]) if weights is not None else None
+    result = flatquant_calibrate(view, config, spec, calib, device, channel_weight=channel_weight)
+    result["flatquant_s"] = result["quantize_s"]
+    result["fisher_s"] = fisher_s
+    result["quantize_s"] = result["quantize_s"] + fisher_s
+    result["fisher"] = figures
+    return result
