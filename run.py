@@ -31,7 +31,16 @@ def main(cfg: DictConfig) -> float | None:
     choices = {k: str(v) for k, v in hc.runtime.choices.items() if not k.startswith("hydra") and v is not None}
     group = "/".join(Path(hc.sweep.dir).parts[-2:]) if hc.mode == RunMode.MULTIRUN else None
     out_dir = Path(hc.runtime.output_dir)
+    job = cfg.get("job", "quantize")
     try:
+        if job == "fisher_validation":
+            from fgq.validation import run_fisher_validation
+
+            run_fisher_validation(cfg, out_dir, choices, group)
+            print(f"outputs in {out_dir}")  # the r table is logged by fgq.validation
+            return None
+        if job != "quantize":
+            raise ConfigError(f"job={job}: use quantize or fisher_validation")
         result = run(cfg, out_dir, choices, group)
     except (ConfigError, CheckpointError) as err:
         _fail(err)

@@ -65,3 +65,11 @@ def finish(loggers: list[Logger]) -> None:
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.finish()
+
+
+def log_images(loggers: list[Logger], images: dict[str, Path]) -> None:
+    """PNG files to W&B (the CSV logger has no images; the files stay in the job dir)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            for key, path in images.items():
+                logger.log_image(key=key, images=[str(path)])

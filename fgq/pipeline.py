@@ -22,7 +22,7 @@ from fgq.data.batch import collate
 from fgq.fisher import fisher_to_weights
 from fgq.fisher_cache import fisher_for
 from fgq.fisher_plots import block_labels, save_fisher_figures
-from fgq.loggers import finish, make_loggers
+from fgq.loggers import finish, log_images, make_loggers
 from fgq.module import QuantExperiment
 from fgq.quant import FGQConfig, LoadConfig, QuantSpec, quantize, save_quantized
 from fgq.quant.saving import saved_spec
@@ -108,7 +108,7 @@ def build_data(cfg: DictConfig) -> tuple[dict[str, DataLoader], DataLoader | Non
     return loaders, calib
 
 
-def fisher_for_job(model, qconfig, spec: QuantSpec, calib, device: torch.device, out_dir: Path):
+def fisher_for_job(model, qconfig, spec: QuantSpec, calib, device: torch.device, out_dir: Path, loggers: list):
     """FGQ: the task Fisher (through the cache) and its pictures in the job dir, and whether the cache had it;
     (None, None) for other quantizers."""
     if not isinstance(qconfig, FGQConfig) or spec.is_fp or qconfig.fisher.granularity == "none":
@@ -117,7 +117,8 @@ def fisher_for_job(model, qconfig, spec: QuantSpec, calib, device: torch.device,
     fisher, hit = fisher_for(model, calib, fc, device)
     log.info("Fisher %s", "loaded from the cache" if hit else "computed")
     weights = fisher_to_weights(fisher, fc.task_weight_vector(), fc.granularity, fc.floor, fc.normalize)
-    save_fisher_figures(fisher, out_dir, block_labels(model.quant_view()), weights=weights)
+    paths = save_fisher_figures(fisher, out_dir, block_labels(model.quant_view()), weights=weights)
+    log_images(loggers, {f"fisher/{p.stem}": p for p in paths})
     return fisher, hit
 
 
@@ -154,7 +155,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
         else:
             device = torch.device(_device(cfg.trainer.accelerator))  # Lightning's teardown leaves the model on CPU
             module.model.to(device)
-            fisher, hit = fisher_for_job(module.model, qconfig, spec, calib, device, out_dir)
+            fisher, hit = fisher_for_job(module.model, qconfig, spec, calib, device, out_dir, loggers)
             cost = quantize(module.model, qconfig, spec, calib=calib, fisher=fisher, device=device)
             if fisher is not None:
                 cost.setdefault("fisher", {})["cache_hit"] = hit
@@ -184,6 +185,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
                       for task, entry in tasks.items() for key, value in entry.items() if key != "relative_change"})
         for logger in loggers:
             logger.log_metrics(final)
+            logger.save()
         return result
     finally:
         finish(loggers)

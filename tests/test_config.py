@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 
 from fgq.config import ConfigError, check_choices, group_options, validate
 
-GROUPS = ("model", "dataset", "quantizer", "bits", "calib", "logger", "trainer", "paths")
+GROUPS = ("model", "dataset", "quantizer", "bits", "calib", "fisher", "logger", "trainer", "paths")
 
 
 def compose_cfg(overrides=()):
