@@ -8,7 +8,7 @@ import sys
 from conftest import ROOT
 from wandb_reader import run_info
 
-FAST = ["dataset.eval.synthetic.data.num_scenes=2", "trainer.enable_progress_bar=false"]
+FAST = ["quantizer=rtn", "dataset.eval.synthetic.data.num_scenes=2", "trainer.enable_progress_bar=false"]
 
 
 def run_cli(*args, timeout=300):
@@ -59,3 +59,17 @@ def test_sweep_two_jobs_with_wandb_offline_runs(tmp_path):
         assert "quant/synthetic/camera/auc@30" in info["history"]
         runs.append(info)
     assert runs[0]["group"] == runs[1]["group"] == "2026-01-01/sweep"
+
+
+def test_default_quantizer_is_fgq_with_fisher_outputs(tmp_path):
+    small = ["dataset.eval.synthetic.data.num_scenes=2", "trainer.enable_progress_bar=false", "calib.num_clips=2",
+             "quantizer.epochs=1", f"paths.cache_dir={tmp_path}/cache"]
+    run_cli(*small, "logger=csv", f"hydra.run.dir={tmp_path}/a")
+    result = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert result["choices"]["quantizer"] == "fgq"
+    assert result["quantization"]["fisher"]["cache_hit"] is False
+    assert (tmp_path / "a" / "fisher_blocks.png").exists() and (tmp_path / "a" / "fisher_channels.png").exists()
+    run_cli(*small, "logger=none", f"hydra.run.dir={tmp_path}/b")
+    again = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert again["quantization"]["fisher"]["cache_hit"] is True  # the second job reuses the Fisher
+    assert again["quant"] == result["quant"]

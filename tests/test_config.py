@@ -31,7 +31,7 @@ def test_default_config_validates_and_instantiates():
     cfg = compose_cfg()
     spec = validate(cfg)
     assert spec.tag == "w4a4"
-    assert type(instantiate(cfg.quantizer)).__name__ == "RTNConfig"
+    assert type(instantiate(cfg.quantizer)).__name__ == "FGQConfig"
 
 
 @pytest.mark.parametrize("bits", group_options("bits"))

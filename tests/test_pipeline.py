@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 from fgq.config import ConfigError
 from fgq.pipeline import run
 
-SMALL = ["logger=none", "trainer.enable_progress_bar=false", "dataset.eval.synthetic.data.num_scenes=2",
+SMALL = ["quantizer=rtn", "logger=none", "trainer.enable_progress_bar=false",
+         "dataset.eval.synthetic.data.num_scenes=2",
          "dataset.eval.synthetic.protocol.icp=false"]
 
 

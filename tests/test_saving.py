@@ -69,7 +69,8 @@ def test_missing_or_corrupt_files(tmp_path):
 
 
 def test_pipeline_save_then_load(tmp_path):
-    small = ["logger=none", "trainer.enable_progress_bar=false", "dataset.eval.synthetic.data.num_scenes=2",
+    small = ["quantizer=rtn", "logger=none", "trainer.enable_progress_bar=false",
+             "dataset.eval.synthetic.data.num_scenes=2",
              "dataset.eval.synthetic.protocol.tasks=[camera,depth]"]
 
     def cfg(out, *overrides):
