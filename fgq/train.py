@@ -66,7 +66,14 @@ class TrainModule(L.LightningModule):
 
     def configure_optimizers(self):
         c = self.cfg
-        opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        # No weight decay on LayerScale gammas, norms, biases, tokens and position tables: decaying the
+        # gammas towards 0 switches the transformer blocks off.
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            flat = p.ndim < 2 or "token" in name or "pos_embed" in name
+            (no_decay if flat else decay).append(p)
+        groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        opt = torch.optim.AdamW(groups, lr=c.lr)
 
         def schedule(step: int) -> float:  # linear warm-up, cosine decay to 1 % of the peak
             if step < c.warmup_steps:
