@@ -12,8 +12,9 @@ from fgq.data.synthetic import SyntheticScenes
 from fgq.evaluation import DatasetEvaluator, trivial_geometry
 
 SCENES = 16
-# model metric must be ≤ FLOOR × trivial metric (lower is better)
-FLOORS = {"vggt_tiny": {"abs_rel": 0.85, "acc_mean": 0.97}, "pi3_tiny": {"abs_rel": 0.95, "acc_mean": 0.99}}
+# Model metric must be ≤ FLOOR × trivial metric (lower is better). Measured for the shipped vggt_tiny on these
+# 16 scenes: AbsRel 0.316 vs 0.515 (×0.61), Acc 0.469 vs 0.623 (×0.75); floors leave a margin above that.
+FLOORS = {"vggt_tiny": {"abs_rel": 0.7, "acc_mean": 0.85}}
 
 
 def evaluate(name: str):
@@ -32,7 +33,7 @@ def evaluate(name: str):
     return ours.compute(), trivial.compute()
 
 
-@pytest.mark.parametrize("name", ["vggt_tiny", "pi3_tiny"])
+@pytest.mark.parametrize("name", sorted(FLOORS))  # pi3_tiny joins once its checkpoint is shipped
 def test_shipped_model_beats_trivial_predictors(name):
     ours, trivial = evaluate(name)
     # Identical cameras score AUC@30 = 0 by construction (a zero translation has no direction: 90° error),
