@@ -16,14 +16,7 @@ from fgq.quant import FlatQuantConfig, LoadConfig, QuantSpec, quantize, save_qua
 from fgq.quant.fgq import FGQConfig
 from fgq.quant.flat_block import FlatQuantBlock
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is as fast and keeps the machine free."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 W4A4 = QuantSpec(w_bits=4, a_bits=4)

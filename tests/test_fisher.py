@@ -21,14 +21,7 @@ from fgq.fisher import (
 )
 from fgq.fisher_cache import FisherCache
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is as fast and keeps the machine free."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SHAPE = (1, 2, 3, 28, 28)  # one clip of 2 frames, 2×2 patches → 9 tokens per frame

@@ -16,12 +16,7 @@ from fgq.quant.primitives import fake_quant_with, qparams, quantize_weight
 TOKENS, IN, OUT = 2048, 256, 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def correlated_layer(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

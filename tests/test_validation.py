@@ -25,13 +25,7 @@ from fgq.validation import (
     uniform_noise_variance,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SHAPE = (1, 2, 3, 28, 28)  # one clip of 2 frames, 2×2 patches
