@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import torch
@@ -54,3 +55,14 @@ def fixture_pi3() -> Pi3:
 
 def fixture_images(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def assert_metrics_close(a: dict, b: dict, rel: float = 1e-5) -> None:
+    """Metrics of two runs of one config: same keys, values equal to ``rel``. Runs on a loaded machine have
+    differed in the 7th significant digit (float reductions), so bit equality is not required."""
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        if isinstance(value, dict):
+            assert_metrics_close(value, b[key], rel)
+        else:
+            assert math.isclose(value, b[key], rel_tol=rel, abs_tol=1e-9), key
