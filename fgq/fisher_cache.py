@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from fgq.fisher import CACHE_VERSION, TASKS, FisherConfig, compute_fisher, take_clips, use_amp
+from fgq.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +99,8 @@ class FisherCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
         meta = {"key": key, "settings": json.dumps(settings, sort_keys=True), "blocks": json.dumps(list(blocks))}
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"fisher": fisher.detach().to("cpu", torch.float32).contiguous()}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        tensor = fisher.detach().to("cpu", torch.float32).contiguous()
+        return atomic_write(path, lambda tmp: save_file({"fisher": tensor}, str(tmp), metadata=meta))
 
     def get_or_compute(
         self,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import resource
 import time
 import warnings
@@ -22,6 +21,7 @@ from fgq.data.batch import collate
 from fgq.fisher import fisher_to_weights
 from fgq.fisher_cache import fisher_for
 from fgq.fisher_plots import block_labels, save_fisher_figures
+from fgq.io import write_json_atomic
 from fgq.loggers import finish, log_images, make_loggers
 from fgq.module import QuantExperiment
 from fgq.quant import FGQConfig, LoadConfig, QuantSpec, quantize, save_quantized
@@ -41,12 +41,6 @@ def config_digest(cfg: DictConfig) -> str:
     data = OmegaConf.to_container(cfg, resolve=True)
     data.get("paths", {}).pop("output_dir", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=float))
-    os.replace(tmp, path)
 
 
 def degradation(fp: dict, quant: dict) -> dict:

@@ -18,12 +18,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from fgq.data.batch import collate
 from fgq.data.synthetic import SyntheticScenes
 from fgq.evaluation import DatasetEvaluator
+from fgq.io import save_state_dict
 from fgq.loggers import finish, make_loggers
 from fgq.losses import normalize_scene, pi3_loss, vggt_loss
 
@@ -85,13 +85,6 @@ class TrainModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def export_weights(model: torch.nn.Module, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)
-
-
 def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> Path:
     t = cfg.train
     if t.threads:
@@ -125,7 +118,7 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> Path:
     finally:
         finish(loggers)
     export = Path(t.export)
-    export_weights(model, export)
+    save_state_dict(model, export)
     log.info("exported %s (%.1f MB)", export, export.stat().st_size / 2**20)
     return export
 

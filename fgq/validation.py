@@ -391,8 +391,9 @@ def run_fisher_validation(cfg, out_dir: Path, choices: dict[str, str], group: st
     from omegaconf import OmegaConf
 
     from fgq.config import ConfigError, validate
+    from fgq.io import write_json_atomic
     from fgq.loggers import finish, log_images, make_loggers
-    from fgq.pipeline import _device, build_data, config_digest, peak_memory, write_json_atomic
+    from fgq.pipeline import _device, build_data, config_digest, peak_memory
 
     spec = validate(cfg)
     if spec.is_fp:

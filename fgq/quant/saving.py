@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from fgq.io import atomic_write, save_state_dict
 from fgq.models.adapter import QuantView
 from fgq.models.checkpoint import CheckpointError, check_state_dict
 from fgq.quant.registry import rebuild, register
@@ -31,14 +32,8 @@ def save_quantized(model: torch.nn.Module, quantizer: DictConfig, spec: QuantSpe
     path = out_dir / "quantized.safetensors"
     meta = {"model": _architecture(model), "quantizer": OmegaConf.to_container(quantizer, resolve=True),
             "bits": spec.to_dict()}
-    for target, write in (
-        (path, lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
-                                     str(tmp))),
-        (path.with_suffix(".yaml"), lambda tmp: tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(meta)))),
-    ):
-        tmp = target.with_name(f".{target.name}.tmp")
-        write(tmp)
-        tmp.replace(target)
+    save_state_dict(model, path)
+    atomic_write(path.with_suffix(".yaml"), lambda tmp: tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(meta))))
     return path
 
 
