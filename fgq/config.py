@@ -27,6 +27,7 @@ def check_choices(overrides: Sequence[str]) -> None:
     """Raise ``ConfigError`` for a command-line choice of a config group that has no file, e.g.
     ``quantizer=foo`` or ``bits=w8a8,w5a5``."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
 
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
@@ -36,6 +37,10 @@ def check_choices(overrides: Sequence[str]) -> None:
         group = override.key_or_group
         if override.package or override.is_delete() or not (CONF_DIR / group).is_dir():
             continue
+        # glob(...) selects among the existing options only; Hydra's own groups (hydra/launcher=...) also have
+        # options registered by plugins, which Hydra checks itself
+        if isinstance(override.value(), Glob) or group.startswith("hydra/"):
+            continue
         options = group_options(group)
         values = [str(v) for v in override.sweep_string_iterator()] if override.is_sweep_override() else (
             [str(v) for v in override.value()] if isinstance(override.value(), list) else [str(override.value())]
@@ -43,6 +48,36 @@ def check_choices(overrides: Sequence[str]) -> None:
         for value in values:
             if value not in options and value != "null":
                 raise ConfigError(f"unknown {group} '{value}': choose one of {', '.join(options)} (conf/{group}/)")
+
+
+DATASET_ALIASES = ("root", "annotations")
+
+
+def expand_dataset_aliases(args: Sequence[str]) -> list[str]:
+    """``dataset=co3d dataset.root=X`` → ``dataset.co3d.root=X``: dataset configs keep their paths under their own
+    name (so several merge: ``dataset=[co3d,re10k]``), and with a single dataset the short form is accepted."""
+    chosen = [a.split("=", 1)[1] for a in args if a.startswith("dataset=")]
+    out = []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") in (f"dataset.{k}" for k in DATASET_ALIASES):
+            if len(chosen) != 1 or "," in chosen[0] or "[" in chosen[0]:
+                raise ConfigError(f"{key}: name the dataset, e.g. dataset.<name>.{key.split('.')[-1]}=PATH "
+                                  "(the short form needs exactly one dataset=<name>)")
+            arg = f"dataset.{_namespace(chosen[0], key)}.{key.split('.')[-1]}={value}"
+        out.append(arg)
+    return out
+
+
+def _namespace(dataset: str, key: str) -> str:
+    """The top-level key of ``conf/dataset/<dataset>.yaml`` that holds ``key``'s field (e.g. kitti_mono → kitti)."""
+    path = CONF_DIR / "dataset" / f"{dataset}.yaml"
+    field = key.split(".")[-1]
+    node = OmegaConf.load(path) if path.is_file() else {}
+    names = [k for k, v in node.items() if k != "eval" and isinstance(v, DictConfig) and field in v]
+    if len(names) != 1:
+        raise ConfigError(f"{key}: dataset '{dataset}' has no {field} setting (conf/dataset/{dataset}.yaml)")
+    return names[0]
 
 
 def quant_spec(cfg: DictConfig) -> QuantSpec:
@@ -63,9 +98,18 @@ def _check_roots(node: object, where: str) -> None:
             if value in (None, "", "???"):
                 raise ConfigError(f"{where}.{key} is not set: give the dataset's location ({where}.{key}=PATH)")
             if not Path(str(value)).exists():
-                raise ConfigError(f"{where}.{key}={value}: no such file or directory")
+                raise ConfigError(f"{where}.{key}={value}: no such file or directory (set {where}.{key}=PATH)")
         else:
             _check_roots(value, f"{where}.{key}")
+
+
+def calib_node(cfg: DictConfig) -> DictConfig:
+    """The calibration source ``calib.sources[calib.source]``, its paths checked."""
+    source, sources = cfg.calib.get("source"), cfg.calib.get("sources") or {}
+    if source not in sources:
+        raise ConfigError(f"calib.source={source}: choose one of {', '.join(sources)} (conf/calib/default.yaml)")
+    _check_roots(OmegaConf.to_container(sources[source], resolve=True), f"calib.sources.{source}")
+    return sources[source]
 
 
 def validate(cfg: DictConfig) -> QuantSpec:

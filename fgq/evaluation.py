@@ -8,6 +8,8 @@ import torch
 from fgq.metrics import DepthAccumulator, PointMapAccumulator, PoseAccumulator, evaluate_depth, evaluate_pointmap
 from fgq.models.geometry import unproject_depth
 
+NEEDS = {"camera": "extrinsics", "depth": "depth", "points": "world_points"}  # ground truth each task needs
+
 
 class DatasetEvaluator:
     """``update`` once per batch, ``compute`` once per evaluation: ``{task: {metric: value}}``."""
@@ -22,10 +24,12 @@ class DatasetEvaluator:
         icp: bool = True,
         icp_threshold: float = 0.1,
         points_stride: int = 1,
+        name: str = "eval",
     ) -> None:
         if depth_align_scope not in ("frame", "sequence"):
             raise ValueError(f"depth_align_scope={depth_align_scope!r}: use frame (mono) or sequence (video)")
         self.tasks = tuple(tasks)
+        self.name = name
         self.depth_align, self.depth_align_scope = depth_align, depth_align_scope
         self.icp, self.icp_threshold = icp, icp_threshold
         # Every k-th pixel in both directions; the paper's protocols use all pixels (1).
@@ -36,8 +40,15 @@ class DatasetEvaluator:
 
     def update(self, pred: dict[str, torch.Tensor], batch: dict) -> None:
         """``pred``: ``extrinsics [B,S,3,4]``, ``depth [B,S,H,W]``, ``points [B,S,H,W,3]`` (any device/dtype)."""
+        for task, key in NEEDS.items():
+            if task in self.tasks and key not in batch:
+                raise ValueError(f"eval set '{self.name}': task '{task}' needs ground-truth {key}, which this dataset "
+                                 f"does not provide; remove it from dataset.eval.{self.name}.protocol.tasks")
         pred = {k: v.detach().float().cpu() for k, v in pred.items()}
-        gt_depth = torch.where(batch["valid"], batch["depth"], 0.0).float().cpu()
+        if "depth" in batch and pred["depth"].shape != batch["depth"].shape:
+            raise ValueError(f"eval set '{self.name}': predicted depth {tuple(pred['depth'].shape)} does not match "
+                             f"the ground truth {tuple(batch['depth'].shape)} (pass size= to geometry())")
+        gt_depth = torch.where(batch["valid"], batch["depth"], 0.0).float().cpu() if "depth" in batch else None
         for b, meta in enumerate(batch["meta"]):
             if "camera" in self.tasks:
                 self.pose.add(pred["extrinsics"][b], batch["extrinsics"][b].float().cpu(), meta.get("category", ""))

@@ -156,7 +156,7 @@ def take_clips(calib: Iterable[dict], num_clips: int | None = None) -> list[dict
         batches.append(batch)
         count += b
     if not batches:
-        raise ValueError("Fisher: calibration data is empty (check dataset.calib and calib.num_clips)")
+        raise ValueError("Fisher: calibration data is empty (check calib.source and calib.num_clips)")
     return batches
 
 

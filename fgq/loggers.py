@@ -55,7 +55,9 @@ def make_loggers(
             project=w.project, entity=w.entity, save_dir=str(out_dir), name=w.name or run_name(choices),
             group=w.group or group, job_type=job_type or w.job_type,
             tags=run_tags(choices, list(cfg.get("tags") or [])),
-            mode=mode, config=OmegaConf.to_container(cfg, resolve=True), settings={"console": "off"},
+            # ``choices.<group>`` (model, dataset, quantizer, bits, ...) as config keys: the W&B UI groups runs by them
+            mode=mode, config={**OmegaConf.to_container(cfg, resolve=True), "choices": choices},
+            settings={"console": "off"},
         ))
     return loggers
 

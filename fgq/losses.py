@@ -74,10 +74,15 @@ def vggt_loss(pred: dict, gt: dict, weights: dict) -> dict[str, torch.Tensor]:
 
 
 def _optimal_scale(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Per batch item, the s minimising Σ w‖s·pred − target‖² (π3 predicts up to scale)."""
+    """Per batch item, the s minimising Σ w‖s·pred − target‖² (π3 predicts up to scale).
+
+    Not detached: with a detached s the L1 loss below has a non-zero gradient along the scaling direction
+    (s is L2-optimal, not L1-optimal), so the prediction's scale drifts step after step (towards z ≈ 1e-7 in a
+    5k-step run, where the outputs stopped depending on the input). Through s the loss is exactly invariant to
+    the prediction's scale and the drift is gone."""
     num = (weight[..., None] * pred * target).flatten(1).sum(1)
     den = (weight[..., None] * pred * pred).flatten(1).sum(1).clamp(min=1e-8)
-    return (num / den).detach().clamp(min=1e-3)
+    return (num / den).clamp(min=1e-3)
 
 
 def pi3_loss(pred: dict, gt: dict, weights: dict) -> dict[str, torch.Tensor]:
@@ -104,5 +109,10 @@ def pi3_loss(pred: dict, gt: dict, weights: dict) -> dict[str, torch.Tensor]:
     target = (err < weights.get("conf_threshold", 0.05)).float()
     conf = (F.binary_cross_entropy_with_logits(pred["conf"][..., 0], target, reduction="none") * valid).sum()
     conf = conf / valid.sum().clamp(min=1)
-    total = weights["points"] * points + weights["camera"] * camera + weights.get("conf", 0.05) * conf
-    return {"loss": total, "camera": camera, "points": points, "conf": conf}
+    # The losses above are scale-invariant, so nothing fixes the scale of the prediction; anchor it softly at the
+    # normalised ground truth's scale (mean depth of order 1) so it cannot wander into float32 trouble.
+    mean_z = (pred["local_points"][..., 2] * valid).sum() / valid.sum().clamp(min=1)
+    scale = torch.log(mean_z.clamp(min=1e-8)).square()
+    total = (weights["points"] * points + weights["camera"] * camera + weights.get("conf", 0.05) * conf
+             + weights.get("scale", 0.1) * scale)
+    return {"loss": total, "camera": camera, "points": points, "conf": conf, "scale": scale}

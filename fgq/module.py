@@ -30,7 +30,8 @@ class QuantExperiment(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.model.eval()
         self._evaluators = {
-            name: DatasetEvaluator(**{k: v for k, v in self.protocols[name].items() if k != "points_source"})
+            name: DatasetEvaluator(**{k: v for k, v in self.protocols[name].items()
+                                 if k not in ("points_source", "pred_resize")}, name=name)
             for name in self.names
         }
 
@@ -38,7 +39,10 @@ class QuantExperiment(L.LightningModule):
         name = self.names[dataloader_idx]
         with torch.no_grad():
             predictions = self.model(batch["images"])
-        geometry = self.view.geometry(predictions, self.protocols[name].get("points_source", "depth_camera"))
+        protocol = self.protocols[name]
+        size = tuple(batch["depth"].shape[-2:]) if "depth" in batch else None
+        geometry = self.view.geometry(predictions, protocol.get("points_source", "depth_camera"), size=size,
+                                      resize=protocol.get("pred_resize", "bilinear"))
         self._evaluators[name].update(geometry, batch)
 
     def on_test_epoch_end(self) -> None:

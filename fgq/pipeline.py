@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -12,12 +13,15 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from fgq.config import ConfigError, validate
+from fgq.caches import ResultCache, TargetCache, fp_eval_key, fp_targets_key
+from fgq.config import ConfigError, calib_node, validate
 from fgq.data.batch import collate
+from fgq.data.files import DataError
 from fgq.fisher import fisher_to_weights
 from fgq.fisher_cache import fisher_for
 from fgq.fisher_plots import block_labels, save_fisher_figures
@@ -25,6 +29,8 @@ from fgq.io import write_json_atomic
 from fgq.loggers import finish, log_images, make_loggers
 from fgq.module import QuantExperiment
 from fgq.quant import FGQConfig, LoadConfig, QuantSpec, quantize, save_quantized
+from fgq.quant.calibrate import use_target_store
+from fgq.quant.registry import needs_calibration
 from fgq.quant.saving import saved_spec
 
 log = logging.getLogger(__name__)
@@ -36,10 +42,21 @@ warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
 HEADLINE = {"camera": ("auc@30", True), "depth": ("abs_rel", False), "points": ("acc_mean", False)}
 
 
+# Settings that cannot change a job's numbers: a rerun that differs only in these still counts as done (resume).
+# ``paths`` matters only through values resolved into other nodes (checkpoint, dataset roots), which stay.
+NOT_DIGESTED = ("paths", "logger", "cache", "resume", "tags", "report")
+
+
 def config_digest(cfg: DictConfig) -> str:
-    """sha256 of the resolved config, without this job's output location."""
+    """sha256 of the resolved config, without this job's output location and the settings of ``NOT_DIGESTED``,
+    the progress bar and the Fisher cache's location."""
     data = OmegaConf.to_container(cfg, resolve=True)
-    data.get("paths", {}).pop("output_dir", None)
+    for key in NOT_DIGESTED:
+        data.pop(key, None)
+    data.get("trainer", {}).pop("enable_progress_bar", None)
+    for node in (data.get("fisher"), (data.get("quantizer") or {}).get("fisher")):
+        if isinstance(node, dict):
+            node.pop("cache_dir", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -70,11 +87,16 @@ def _device(accelerator: str) -> str:
     return "cpu"
 
 
-def build_trainer(cfg: DictConfig, out_dir: Path, loggers: list) -> L.Trainer:
-    device = _device(cfg.trainer.accelerator)
+def _precision(cfg: DictConfig, device: str) -> str:
     precision = cfg.trainer.precision
     if precision == "auto":
         precision = "bf16-mixed" if device == "cuda" else "32-true"
+    return str(precision)
+
+
+def build_trainer(cfg: DictConfig, out_dir: Path, loggers: list) -> L.Trainer:
+    device = _device(cfg.trainer.accelerator)
+    precision = _precision(cfg, device)
     return L.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu", devices=cfg.trainer.devices, precision=precision,
         logger=loggers or False, inference_mode=False, enable_checkpointing=False, enable_model_summary=False,
@@ -86,13 +108,25 @@ def _sequences(dataset) -> set[str]:
     return set(getattr(dataset, "sequences", []))
 
 
-def build_data(cfg: DictConfig) -> tuple[dict[str, DataLoader], DataLoader | None]:
+def _instantiate_data(node: DictConfig):
+    """A dataset from its config; a data problem surfaces as its own one-line error, not Hydra's wrapper."""
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, DataError):
+            raise err.__cause__ from None
+        raise
+
+
+def build_data(cfg: DictConfig, with_calib: bool = True) -> tuple[dict[str, DataLoader], DataLoader | None]:
+    """Evaluation loaders and, when asked, the calibration loader (``calib.sources[calib.source]``), after
+    proving that no calibration sequence belongs to any evaluation set."""
     loaders = {}
     for name, node in cfg.dataset.eval.items():
-        loaders[name] = DataLoader(instantiate(node.data), batch_size=node.batch_size, collate_fn=collate)
+        loaders[name] = DataLoader(_instantiate_data(node.data), batch_size=node.batch_size, collate_fn=collate)
     calib = None
-    if cfg.dataset.get("calib"):
-        calib_set = instantiate(cfg.dataset.calib)
+    if with_calib:
+        calib_set = _instantiate_data(calib_node(cfg))
         for name, loader in loaders.items():
             leaked = _sequences(calib_set) & _sequences(loader.dataset)
             if leaked:
@@ -102,18 +136,54 @@ def build_data(cfg: DictConfig) -> tuple[dict[str, DataLoader], DataLoader | Non
     return loaders, calib
 
 
-def fisher_for_job(model, qconfig, spec: QuantSpec, calib, device: torch.device, out_dir: Path, loggers: list):
+def fisher_for_job(model, qconfig, spec: QuantSpec, calib, device: torch.device, out_dir: Path, loggers: list,
+                   timings: dict):
     """FGQ: the task Fisher (through the cache) and its pictures in the job dir, and whether the cache had it;
-    (None, None) for other quantizers."""
+    (None, None) for other quantizers. ``timings["fisher_s"]``: the time to get it, part of FGQ's calibration
+    cost (paper Table 6)."""
     if not isinstance(qconfig, FGQConfig) or spec.is_fp or qconfig.fisher.granularity == "none":
         return None, None
     fc = qconfig.fisher
+    t = time.perf_counter()
     fisher, hit = fisher_for(model, calib, fc, device)
+    timings["fisher_s"] = time.perf_counter() - t
     log.info("Fisher %s", "loaded from the cache" if hit else "computed")
     weights = fisher_to_weights(fisher, fc.task_weight_vector(), fc.granularity, fc.floor, fc.normalize)
     paths = save_fisher_figures(fisher, out_dir, block_labels(model.quant_view()), weights=weights)
     log_images(loggers, {f"fisher/{p.stem}": p for p in paths})
     return fisher, hit
+
+
+def evaluate_fp(cfg: DictConfig, trainer: L.Trainer, module: QuantExperiment, loaders: dict, loggers: list
+                ) -> bool | None:
+    """The FP evaluation into ``module.results["fp"]``, through the shared cache when ``cache.enabled``; returns
+    whether the cache had it (``None``: no cache)."""
+    cache = cfg.get("cache") or {}
+    store = ResultCache(cache["fp_eval"]) if cache.get("enabled") and cache.get("fp_eval") else None
+    device = _device(cfg.trainer.accelerator)
+    key = fp_eval_key(cfg, device, _precision(cfg, device)) if store is not None else ""
+    cached = store.load(key) if store is not None else None
+    if cached is not None:
+        log.info("FP evaluation loaded from the cache (%s)", store.path(key).name)
+        module.results["fp"] = cached
+        flat = {f"fp/{name}/{task}/{metric}": value for name, tasks in cached.items()
+                for task, values in tasks.items() for metric, value in values.items()}
+        for logger in loggers:  # the same keys a computed evaluation logs
+            logger.log_metrics(flat)
+        return True
+    trainer.test(module, dataloaders=list(loaders.values()), verbose=False)
+    if store is not None:
+        store.save(key, module.results["fp"])
+    return False if store is not None else None
+
+
+def target_store(cfg: DictConfig, device: torch.device, calib: DataLoader | None) -> TargetCache | None:
+    """The FP block-target cache, when enabled and allowed any size (``cache.fp_targets_max_gb`` > 0)."""
+    cache = cfg.get("cache") or {}
+    if not (cache.get("enabled") and cache.get("fp_targets") and float(cache.get("fp_targets_max_gb") or 0) > 0):
+        return None
+    return TargetCache(cache["fp_targets"], fp_targets_key(cfg, device.type), float(cache["fp_targets_max_gb"]),
+                       loader=calib)
 
 
 def peak_memory() -> dict:
@@ -133,7 +203,9 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
     qconfig = instantiate(cfg.quantizer)
     if isinstance(qconfig, LoadConfig):  # a saved quantized model is evaluated with the bits it was made with
         spec = saved_spec(qconfig)
-    loaders, calib = build_data(cfg)
+    if isinstance(qconfig, FGQConfig) and not (cfg.get("cache") or {}).get("enabled", True):
+        qconfig.fisher = dataclasses.replace(qconfig.fisher, cache_dir=None)  # cache=none: recompute everything
+    loaders, calib = build_data(cfg, with_calib=not spec.is_fp and needs_calibration(qconfig))
     protocols = {name: OmegaConf.to_container(node.protocol, resolve=True) for name, node in cfg.dataset.eval.items()}
     loggers = make_loggers(cfg, out_dir, choices, group)
     try:
@@ -141,7 +213,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
         module = QuantExperiment(model, protocols)
         timings = {}
         t = time.perf_counter()
-        trainer.test(module, dataloaders=list(loaders.values()), verbose=False)
+        hits = {"fp_eval": evaluate_fp(cfg, trainer, module, loaders, loggers), "fp_targets": None, "fisher": None}
         timings["fp_eval_s"] = time.perf_counter() - t
         if spec.is_fp:
             cost = {"quantize_s": 0.0, "note": "bits=w16a16: nothing to quantize, quantized = FP"}
@@ -149,8 +221,12 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
         else:
             device = torch.device(_device(cfg.trainer.accelerator))  # Lightning's teardown leaves the model on CPU
             module.model.to(device)
-            fisher, hit = fisher_for_job(module.model, qconfig, spec, calib, device, out_dir, loggers)
-            cost = quantize(module.model, qconfig, spec, calib=calib, fisher=fisher, device=device)
+            fisher, hit = fisher_for_job(module.model, qconfig, spec, calib, device, out_dir, loggers, timings)
+            hits["fisher"] = hit if fisher is not None and qconfig.fisher.cache_dir else None  # None: no cache
+            log.info("quantizing: quantizer=%s bits=%s", choices.get("quantizer"), choices.get("bits"))
+            with use_target_store(target_store(cfg, device, calib)):
+                cost = quantize(module.model, qconfig, spec, calib=calib, fisher=fisher, device=device)
+            hits["fp_targets"] = (cost.get("fp_targets") or {}).get("hit")
             if fisher is not None:
                 cost.setdefault("fisher", {})["cache_hit"] = hit
             if cfg.get("save_quantized") and not isinstance(qconfig, LoadConfig):
@@ -164,6 +240,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
         result = {
             "status": "ok",
             "choices": choices,
+            "checkpoint": cfg.model.get("checkpoint"),
             "spec": spec.to_dict(),
             "fp": fp,
             "quant": quant,
@@ -171,6 +248,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
             "quantization": cost,
             "timings": timings,
             "peak_memory": peak_memory(),
+            "cache_hits": hits,
             "config_digest": config_digest(cfg),
         }
         write_json_atomic(out_dir / "metrics.json", result)

@@ -92,7 +92,7 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> Path:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = instantiate(cfg.model).train()
     data = dict(frames=t.frames, height=t.height, width=t.width, seed=t.data_seed)
-    train_set = SyntheticScenes(split="train", num_scenes=t.steps * t.batch_size, **data)
+    train_set = SyntheticScenes(split="train", num_scenes=t.steps * t.batch_size, baseline=tuple(t.baseline), **data)
     val_set = SyntheticScenes(split="calib", num_scenes=t.val_scenes, **data)
     loaders = (
         DataLoader(train_set, batch_size=t.batch_size, shuffle=False, collate_fn=collate, num_workers=t.workers,
@@ -107,7 +107,8 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> Path:
             logger=loggers or False, val_check_interval=t.val_every, check_val_every_n_epoch=None,
             num_sanity_val_steps=0, gradient_clip_val=t.grad_clip, log_every_n_steps=10,
             callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=t.save_every,
-                                       save_top_k=0), LearningRateMonitor("step")],
+                                       save_top_k=0, enable_version_counter=False),  # resume overwrites last.ckpt
+                       LearningRateMonitor("step")],
             default_root_dir=str(out_dir), enable_model_summary=True, enable_progress_bar=t.progress_bar,
         )
         last = ckpt_dir / "last.ckpt"

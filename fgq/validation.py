@@ -407,7 +407,7 @@ def run_fisher_validation(cfg, out_dir: Path, choices: dict[str, str], group: st
     model = instantiate(cfg.model)
     _, calib = build_data(cfg)
     if calib is None:
-        raise ConfigError("the Fisher validation needs calibration clips (dataset.calib)")
+        raise ConfigError("the Fisher validation needs calibration clips (calib.source)")
     device = torch.device(_device(cfg.trainer.accelerator))
     loggers = make_loggers(cfg, out_dir, choices, group, job_type="fisher_validation")
     try:

@@ -41,7 +41,7 @@ def test_fp_bits_skip_quantization(tmp_path):
 
 
 def test_calibration_overlapping_eval_is_refused(tmp_path):
-    cfg = compose_cfg(tmp_path, ["dataset.calib.split=eval"])
+    cfg = compose_cfg(tmp_path, ["quantizer=gptq", "calib.sources.synthetic.split=eval"])
     with pytest.raises(ConfigError, match="calibration data overlaps eval set 'synthetic'"):
-        run(cfg, tmp_path, CHOICES)
+        run(cfg, tmp_path, {**CHOICES, "quantizer": "gptq"})
     assert not (tmp_path / "metrics.json").exists()

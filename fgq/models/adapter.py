@@ -55,9 +55,11 @@ class QuantView:
         """The tensor each task's Fisher and metrics read: camera, depth, points."""
         raise NotImplementedError
 
-    def geometry(self, predictions: dict[str, torch.Tensor], points_source: str = "depth_camera") -> dict:
+    def geometry(self, predictions: dict[str, torch.Tensor], points_source: str = "depth_camera",
+                 size: tuple[int, int] | None = None, resize: str = "bilinear") -> dict:
         """Predictions in the evaluation's common form: w2c ``extrinsics [B,S,3,4]``, ``depth [B,S,H,W]``,
-        ``points [B,S,H,W,3]`` (world frame of the model)."""
+        ``points [B,S,H,W,3]`` (world frame of the model). ``size``: the ground truth's (H, W) when it differs
+        from the model's output; dense outputs are then resized to it with ``resize`` (see ``resize_maps``)."""
         raise NotImplementedError
 
     def linear_names(self) -> dict[str, nn.Linear]:
@@ -91,17 +93,19 @@ class VGGTView(QuantView):
             "points": predictions["world_points"],
         }
 
-    def geometry(self, predictions: dict[str, torch.Tensor], points_source: str = "depth_camera") -> dict:
-        """``depth_camera`` (the FGQ protocol): depth unprojected with the predicted cameras;
-        ``head``: the point head's ``world_points``."""
-        depth = predictions["depth"][..., 0]
+    def geometry(self, predictions: dict[str, torch.Tensor], points_source: str = "depth_camera",
+                 size: tuple[int, int] | None = None, resize: str = "bilinear") -> dict:
+        """``depth_camera`` (the FGQ protocol): depth unprojected with the predicted cameras — at the ground
+        truth's size, the depth resized to it and the cameras decoded for it, as the FGQ evaluation does;
+        ``head``: the point head's ``world_points`` (resized)."""
+        if points_source not in ("depth_camera", "head"):
+            raise ValueError(f"points_source={points_source!r}: use depth_camera or head")
+        depth = resize_maps(predictions["depth"][..., 0], size, resize)
         extrinsics, intrinsics = geometry.pose_encoding_to_extri_intri(predictions["pose_enc"], depth.shape[-2:])
         if points_source == "depth_camera":
             points = geometry.unproject_depth(depth, extrinsics, intrinsics)
-        elif points_source == "head":
-            points = predictions["world_points"]
         else:
-            raise ValueError(f"points_source={points_source!r}: use depth_camera or head")
+            points = resize_maps(predictions["world_points"], size, resize, channels_last=True)
         return {"extrinsics": extrinsics, "depth": depth, "points": points}
 
 
@@ -127,7 +131,29 @@ class Pi3View(QuantView):
             "points": predictions["points"],
         }
 
-    def geometry(self, predictions: dict[str, torch.Tensor], points_source: str = "depth_camera") -> dict:
-        """π3 predicts camera-to-world poses and its global point map directly (``points_source`` is ignored)."""
+    def geometry(self, predictions: dict[str, torch.Tensor], points_source: str = "depth_camera",
+                 size: tuple[int, int] | None = None, resize: str = "bilinear") -> dict:
+        """π3 predicts camera-to-world poses and its global point map directly (``points_source`` is ignored);
+        depth is the z of its local points. Dense outputs are resized to ``size`` when given."""
         w2c = geometry.closed_form_inverse_se3(predictions["camera_poses"])[..., :3, :]
-        return {"extrinsics": w2c, "depth": predictions["local_points"][..., 2], "points": predictions["points"]}
+        return {"extrinsics": w2c, "depth": resize_maps(predictions["local_points"][..., 2], size, resize),
+                "points": resize_maps(predictions["points"], size, resize, channels_last=True)}
+
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int] | None, mode: str = "bilinear",
+                channels_last: bool = False) -> torch.Tensor:
+    """``[..., H, W]`` (or ``[..., H, W, C]``) resized to ``size``: ``bilinear`` is antialiased (the point-map
+    protocols' torch resize), ``bicubic`` is not (OpenCV's INTER_CUBIC, used for KITTI depth). No-op when
+    ``size`` is None or already the size."""
+    if mode not in ("bilinear", "bicubic"):
+        raise ValueError(f"pred_resize={mode!r}: use bilinear or bicubic")
+    hw = maps.shape[-3:-1] if channels_last else maps.shape[-2:]
+    if size is None or tuple(size) == tuple(hw):
+        return maps
+    x = maps.movedim(-1, -3) if channels_last else maps[..., None, :, :]
+    lead = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:]).float()
+    out = torch.nn.functional.interpolate(flat, size=tuple(size), mode=mode, align_corners=False,
+                                          antialias=mode == "bilinear")
+    out = out.reshape(*lead, *out.shape[-3:])
+    return out.movedim(-3, -1) if channels_last else out[..., 0, :, :]

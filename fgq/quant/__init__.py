@@ -1,11 +1,13 @@
 """Quantization: ``QuantSpec``, fake-quant primitives, ``QuantLinear``, and the algorithms behind one entry
 point, ``quantize(model, config, spec, calib, fisher)``."""
 
-from fgq.quant import fgq, flatquant, gptq, rtn, saving  # noqa: F401 — importing registers the algorithms
+from fgq.quant import fgq, flatquant, gptq, quantvggt, quarot, rtn, saving  # noqa: F401 — importing registers them
 from fgq.quant.fgq import FGQConfig
 from fgq.quant.flatquant import FlatQuantConfig
 from fgq.quant.gptq import GPTQConfig
 from fgq.quant.linear import QuantLinear
+from fgq.quant.quantvggt import QuantVGGTConfig
+from fgq.quant.quarot import QuaRotConfig
 from fgq.quant.registry import quantize
 from fgq.quant.rtn import RTNConfig
 from fgq.quant.saving import LoadConfig, save_quantized
@@ -14,4 +16,13 @@ from fgq.quant.spec import QuantSpec
 __all__ = [
     "FGQConfig",
     "FlatQuantConfig",
-    "GPTQConfig", "LoadConfig", "QuantLinear", "QuantSpec", "RTNConfig", "quantize", "save_quantized"]
+    "GPTQConfig",
+    "LoadConfig",
+    "QuaRotConfig",
+    "QuantLinear",
+    "QuantSpec",
+    "QuantVGGTConfig",
+    "RTNConfig",
+    "quantize",
+    "save_quantized",
+]

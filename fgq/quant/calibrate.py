@@ -6,13 +6,19 @@
    - ``propagate="fp"``: the FP outputs (each block learns on FP inputs against FP targets: FlatQuant, FGQ);
    - ``propagate="quant"``: the quantized block's outputs on its own inputs (errors propagate: GPTQ).
 Only one block, its cached inputs and its targets are alive at a time — never whole-model activations.
+
+With FP propagation the inputs and targets depend only on the FP model and the clips, so a sweep can share them:
+inside ``use_target_store(store)`` the engine reads them from ``store`` (``fgq.caches.TargetCache``) or fills it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from rich.progress import Progress
@@ -44,6 +50,31 @@ class BlockData:
 
 
 BlockFn = Callable[[BlockRef, BlockData], dict]
+# How one block is run on ``[B,S,P,C]`` inputs; ``None`` = ``view.run_block`` (the inference layout). QuantVGGT's
+# ``global_tokens=frame`` option passes one that feeds global blocks frame-shaped tokens, as its released code.
+BlockRunner = Callable[[BlockRef, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class TargetStore(Protocol):
+    """Where FP inputs/targets of one calibration are kept (``fgq.caches.TargetCache``). ``open`` (keyed also by the
+    clips it is given) returns an entry with ``hit``, ``load_inputs()``, ``load_targets(i)``,
+    ``save_inputs(pairs, num_blocks)``, ``save_targets(i, targets)`` and ``close() -> dict``."""
+
+    def open(self, blocks: Sequence[str], dtype: torch.dtype, calib: Iterable[dict]) -> Any: ...
+
+
+# A context variable rather than a parameter: the pipeline sets it around ``quantize`` and every FP-propagating
+# algorithm picks it up without each one passing a cache through its own signature.
+_TARGET_STORE: ContextVar[TargetStore | None] = ContextVar("fgq_target_store", default=None)
+
+
+@contextmanager
+def use_target_store(store: TargetStore | None) -> Iterator[None]:
+    token = _TARGET_STORE.set(store)
+    try:
+        yield
+    finally:
+        _TARGET_STORE.reset(token)
 
 
 def _peak_reset(device: torch.device) -> None:
@@ -65,16 +96,17 @@ def capture_inputs(
             x, pos = view.embed(batch["images"].to(device))
             samples.append(CalibSample(x.to("cpu", dtype), pos.cpu()))
     if not samples:
-        raise ValueError("calibration data is empty: check dataset.calib and calib.num_clips")
+        raise ValueError("calibration data is empty: check calib.source and calib.num_clips")
     return samples
 
 
 def run_block(view: QuantView, ref: BlockRef, samples: list[CalibSample], device: torch.device,
-              dtype: torch.dtype) -> list[torch.Tensor]:
+              dtype: torch.dtype, runner: BlockRunner | None = None) -> list[torch.Tensor]:
+    runner = runner or view.run_block
     outputs = []
     with torch.no_grad():
         for s in samples:
-            y = view.run_block(ref, s.x.to(device, torch.float32), s.pos.to(device))
+            y = runner(ref, s.x.to(device, torch.float32), s.pos.to(device))
             outputs.append(y.to("cpu", dtype))
     return outputs
 
@@ -88,29 +120,50 @@ def calibrate_blocks(
     device: torch.device,
     cache_dtype: torch.dtype = torch.float32,
     description: str = "calibrating",
+    runner: BlockRunner | None = None,
 ) -> dict:
     """Run ``block_fn(ref, data)`` on every block in order (it quantizes the block in place and returns its
-    own figures); returns per-block time, peak device memory and cached bytes, plus the algorithm's figures."""
+    own figures); returns per-block time, peak device memory and cached bytes, plus the algorithm's figures.
+    ``runner``: how a block is run for targets and propagation (default ``view.run_block``)."""
     if propagate not in ("fp", "quant"):
         raise ValueError(f"propagate={propagate!r}: use 'fp' or 'quant'")
     start = time.perf_counter()
-    samples = capture_inputs(view, calib, device, cache_dtype)
+    store = _TARGET_STORE.get() if propagate == "fp" and runner is None else None  # custom runners: own targets
+    entry = None
+    if store is not None:
+        if iter(calib) is calib:  # the store reads the clips for its key: a one-shot iterator must survive that
+            calib = list(calib)
+        entry = store.open([ref.name for ref in view.blocks], cache_dtype, calib)
+    if entry is not None and entry.hit:
+        samples = [CalibSample(x, pos) for x, pos in entry.load_inputs()]
+    else:
+        samples = capture_inputs(view, calib, device, cache_dtype)
+        if entry is not None:
+            entry.save_inputs([(s.x, s.pos) for s in samples], len(view.blocks))
     per_block = []
     with Progress(transient=True) as progress:
         task = progress.add_task(description, total=len(view.blocks))
-        for ref in view.blocks:
+        for i, ref in enumerate(view.blocks):
             t = time.perf_counter()
             _peak_reset(device)
             ref.module.to(device)
-            targets = run_block(view, ref, samples, device, cache_dtype)
+            if entry is not None and entry.hit:
+                targets = entry.load_targets(i)
+            else:
+                targets = run_block(view, ref, samples, device, cache_dtype, runner)
+                if entry is not None:
+                    entry.save_targets(i, targets)
             figures = block_fn(ref, BlockData(samples, targets, device)) or {}
             samples = [
                 CalibSample(y, s.pos) for s, y in zip(samples, (
-                    targets if propagate == "fp" else run_block(view, ref, samples, device, cache_dtype)
+                    targets if propagate == "fp" else run_block(view, ref, samples, device, cache_dtype, runner)
                 ), strict=True)
             ]
             cached = sum(s.x.numel() * s.x.element_size() for s in samples) * 2  # inputs + targets
             per_block.append({"block": ref.name, "time_s": time.perf_counter() - t,
                               "peak_device_mb": _peak(device), "cached_mb": cached / 2**20, **figures})
             progress.advance(task)
-    return {"quantize_s": time.perf_counter() - start, "blocks": per_block}
+    result = {"quantize_s": time.perf_counter() - start, "blocks": per_block}
+    if entry is not None:
+        result["fp_targets"] = entry.close()
+    return result

@@ -46,11 +46,11 @@ def _weights_summary(weights: torch.Tensor, floor: float) -> dict:
     }
 
 
-@register(FGQConfig, rebuild=rebuild_flatquant)
+@register(FGQConfig, rebuild=rebuild_flatquant, calibrated=True)
 def fgq(view: QuantView, config: FGQConfig, spec: QuantSpec, calib=None, fisher: torch.Tensor | None = None,
         device=None, **_) -> dict:
     if calib is None:
-        raise ValueError("FGQ needs calibration data (dataset.calib)")
+        raise ValueError("FGQ needs calibration data (calib.source)")
     device = device or torch.device("cpu")
     if iter(calib) is calib:  # a one-shot iterator: the Fisher pass must not use up FlatQuant's clips
         calib = list(calib)

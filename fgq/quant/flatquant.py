@@ -274,8 +274,8 @@ def rebuild_flatquant(view: QuantView, config: FlatQuantConfig, spec: QuantSpec)
         _replace_block(view, ref, block)
 
 
-@register(FlatQuantConfig, rebuild=rebuild_flatquant)
+@register(FlatQuantConfig, rebuild=rebuild_flatquant, calibrated=True)
 def flatquant(view: QuantView, config: FlatQuantConfig, spec: QuantSpec, calib=None, device=None, **_) -> dict:
     if calib is None:
-        raise ValueError("FlatQuant needs calibration data (dataset.calib)")
+        raise ValueError("FlatQuant needs calibration data (calib.source)")
     return flatquant_calibrate(view, config, spec, calib, device or torch.device("cpu"))

@@ -186,20 +186,10 @@ def _collect_hessians(view: QuantView, ref: BlockRef, data: BlockData,
     return accumulators
 
 
-@register(GPTQConfig, rebuild=rebuild_quantized_linears)
-def gptq(view: QuantView, config: GPTQConfig, spec: QuantSpec, *, calib: Iterable[dict] | None = None,
-         device: torch.device | str = "cpu", **_) -> dict:
-    start = time.perf_counter()
-    if spec.is_fp:
-        return {"quantize_s": 0.0, "quantized_linears": 0}
-    if not spec.quantizes_weights:  # activation-only: nothing for GPTQ to do, the quantizers are dynamic
-        layers = swap_linears(view.model, list(view.linear_names()), spec)
-        return {"quantize_s": time.perf_counter() - start, "quantized_linears": len(layers)}
-    if calib is None:
-        raise ValueError("GPTQ needs calibration data (calib=...)")
-    # Weights stay FP (activations quantized) until GPTQ writes them, so un-quantized layers never use RTN.
-    pending = dataclasses.replace(spec, w_bits=16)
-    swap_linears(view.model, list(view.linear_names()), pending)
+def gptq_blocks(view: QuantView, config: GPTQConfig, spec: QuantSpec, calib: Iterable[dict], device: torch.device,
+                description: str) -> dict:
+    """GPTQ on the model's installed ``QuantLinear``s (plain, or rotated by QuaRot), block by block on the quantized
+    prefix's outputs, in true-sequential groups as configured."""
     steps = [[short] for short in LINEAR_PATHS] if config.true_sequential else [list(LINEAR_PATHS)]
 
     def block_fn(ref: BlockRef, data: BlockData) -> dict:
@@ -219,10 +209,27 @@ def gptq(view: QuantView, config: GPTQConfig, spec: QuantSpec, *, calib: Iterabl
         return {"gptq_loss": losses, "gptq_percdamp": damps}
 
     with _no_tf32():
-        result = calibrate_blocks(view, calib, block_fn, propagate="quant", device=torch.device(device),
-                                  cache_dtype=getattr(torch, config.cache_dtype), description="GPTQ")
+        return calibrate_blocks(view, calib, block_fn, propagate="quant", device=device,
+                                cache_dtype=getattr(torch, config.cache_dtype), description=description)
+
+
+@register(GPTQConfig, rebuild=rebuild_quantized_linears, calibrated=True)
+def gptq(view: QuantView, config: GPTQConfig, spec: QuantSpec, *, calib: Iterable[dict] | None = None,
+         device: torch.device | str = "cpu", **_) -> dict:
+    start = time.perf_counter()
+    if spec.is_fp:
+        return {"quantize_s": 0.0, "quantized_linears": 0}
+    if not spec.quantizes_weights:  # activation-only: nothing for GPTQ to do, the quantizers are dynamic
+        layers = swap_linears(view.model, list(view.linear_names()), spec)
+        return {"quantize_s": time.perf_counter() - start, "quantized_linears": len(layers)}
+    if calib is None:
+        raise ValueError("GPTQ needs calibration data (calib=...)")
+    # Weights stay FP (activations quantized) until GPTQ writes them, so un-quantized layers never use RTN.
+    pending = dataclasses.replace(spec, w_bits=16)
+    swap_linears(view.model, list(view.linear_names()), pending)
+    result = gptq_blocks(view, config, spec, calib, torch.device(device), "GPTQ")
     quantized = sum(isinstance(m, QuantLinear) and m.weight_is_quantized for m in view.model.modules())
     return {**result, "quantize_s": time.perf_counter() - start, "quantized_linears": quantized}
 
 
-__all__ = ["GPTQConfig", "HessianAccumulator", "gptq", "gptq_quantize_weight"]
+__all__ = ["GPTQConfig", "HessianAccumulator", "gptq", "gptq_blocks", "gptq_quantize_weight"]

@@ -18,16 +18,27 @@ from fgq.quant.spec import QuantSpec
 _REGISTRY: dict[type, Callable[..., dict]] = {}
 # How to rebuild a quantized model's structure (no calibration) before loading its saved state dict.
 _REBUILD: dict[type, Callable[[QuantView, Any, QuantSpec], None]] = {}
+_NEEDS_CALIBRATION: set[type] = set()
 
 
-def register(config_type: type, rebuild: Callable[[QuantView, Any, QuantSpec], None] | None = None) -> Callable:
+def register(config_type: type, rebuild: Callable[[QuantView, Any, QuantSpec], None] | None = None,
+             calibrated: bool = False) -> Callable:
+    """``calibrated``: the algorithm needs calibration clips (checked before any work starts)."""
     def wrap(fn: Callable[..., dict]) -> Callable[..., dict]:
         _REGISTRY[config_type] = fn
         if rebuild is not None:
             _REBUILD[config_type] = rebuild
+        if calibrated:
+            _NEEDS_CALIBRATION.add(config_type)
         return fn
 
     return wrap
+
+
+def needs_calibration(config: Any) -> bool:
+    """Registered with ``calibrated=True``, or a config whose ``needs_calibration`` attribute says so (e.g. a
+    quantizer that needs data only in some settings)."""
+    return bool(getattr(config, "needs_calibration", type(config) in _NEEDS_CALIBRATION))
 
 
 def rebuild(model: nn.Module, config: Any, spec: QuantSpec) -> None:
