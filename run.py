@@ -16,6 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fgq.config import ConfigError, check_choices, expand_dataset_aliases
+from fgq.data.files import DataError
 from fgq.models.checkpoint import CheckpointError
 
 
@@ -36,7 +37,7 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(hc.runtime.output_dir)
     try:
         result = run_job(cfg, out_dir, choices, group, sweep=sweep)
-    except (ConfigError, CheckpointError) as err:
+    except (ConfigError, CheckpointError, DataError) as err:
         _fail(err)
     if result.get("status") != "ok":
         print(f"failed: {result.get('error')} · {out_dir}/metrics.json")

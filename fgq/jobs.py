@@ -25,6 +25,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from fgq.config import ConfigError
+from fgq.data.files import DataError
 from fgq.io import write_json_atomic
 from fgq.models.checkpoint import CheckpointError
 from fgq.pipeline import config_digest
@@ -111,7 +112,7 @@ def run_job(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str 
     with sigterm_as_exit():
         try:
             return dispatch(cfg, out_dir, choices, group)
-        except (ConfigError, CheckpointError) as err:
+        except (ConfigError, CheckpointError, DataError) as err:
             if not sweep:
                 raise
             log.error("job failed: %s", err)

@@ -122,3 +122,21 @@ def test_cli_end_to_end(tmp_path, root):
             for key in ("abs_rel", "sq_rel", "rmse", "delta_1.25"):
                 assert math.isfinite(depth[key]), (phase, name, key)
             assert depth["valid_pixels"] == valid  # every frame scored at the full ground-truth resolution
+
+
+def test_cli_corrupt_file_is_one_line_error(tmp_path, root):
+    """A corrupt ground-truth file met mid-evaluation: one ``error:`` line naming it, exit 2, no metrics.json."""
+    import shutil
+
+    bad = tmp_path / "kitti"
+    shutil.copytree(root, bad)
+    name = sorted((bad / GATHERED / DEPTH_DIR / f"{SECOND}_02").glob("*.png"))[-1]
+    name.write_bytes(b"not a png")
+    args = ["model=vggt_tiny", "quantizer=rtn", "logger=none", "trainer.enable_progress_bar=false",
+            "dataset=kitti_mono", f"dataset.root={bad}", f"hydra.run.dir={tmp_path}/run"]
+    proc = subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(name) in errors[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
