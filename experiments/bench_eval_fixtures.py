@@ -42,11 +42,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vggt_tiny")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("datasets", nargs="*", default=list(DATASETS), help="dataset configs (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="fgq-fixtures-"))
     print(f"{'dataset':13} {'seqs':>4} {'frames':>6} {'input':>9} {'load s':>7} {'forward s':>9} {'metrics s':>9}")
-    for name, (fixture, overrides) in DATASETS.items():
+    for name in args.datasets:
+        fixture, overrides = DATASETS[name]
         data_dir = tmp / fixture
         if not data_dir.exists():
             importlib.import_module(f"fgq.data.fixtures.{fixture}").write(data_dir)
@@ -55,7 +57,8 @@ def main() -> None:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=[f"model={args.model}", f"dataset={name}", f"paths.data_dir={data_dir}",
                                                f"paths.cache_dir={tmp / 'cache'}", *root, *overrides])
-        OmegaConf.update(cfg, f"dataset.eval.{name}.data.seq_id_map", str(tmp / f"{name}_map.json"))
+        if "seq_id_map" in cfg.dataset.eval[name].data:
+            OmegaConf.update(cfg, f"dataset.eval.{name}.data.seq_id_map", str(tmp / f"{name}_map.json"))
         model = instantiate(cfg.model).eval()
         view = model.quant_view()
         node = cfg.dataset.eval[name]
@@ -81,7 +84,7 @@ def main() -> None:
         evaluator.compute()
         h, w = batch["images"].shape[-2:]
         print(f"{name:13} {len(data):4d} {frames:6d} {f'{w}×{h}':>9} {statistics.median(load):7.2f} "
-              f"{statistics.median(forward):9.2f} {statistics.median(metrics):9.2f}")
+              f"{statistics.median(forward):9.2f} {statistics.median(metrics):9.2f}", flush=True)
 
 
 if __name__ == "__main__":
