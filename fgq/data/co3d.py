@@ -150,10 +150,7 @@ class Co3DPose(Dataset):
         lengths = {name: len(frames) for name, frames in self.frames.items()}
         # Drawn over every annotated sequence (not only those on disk) so a partial download keeps the frames.
         mapping = seq_ids.load_or_build(seq_id_map, lambda: seq_ids.pose_map(lengths, num_frames, seed), "Co3D")
-        wrong = next((name for name, ids in mapping.items() if len(ids) != num_frames), None)
-        if wrong is not None:
-            raise DataError(f"{seq_id_map}: sequence {wrong!r} has {len(mapping[wrong])} frame ids, not "
-                            f"num_frames={num_frames}; delete the map to rebuild it, or set num_frames")
+        seq_ids.check_pose_frames(mapping, num_frames, seq_id_map)
         other = [name for name in mapping if name not in lengths]
         if other:
             log.warning("Co3D: %d of %d sequences of the seq-id map %s are not among the kept %s-split sequences of "
@@ -162,10 +159,7 @@ class Co3DPose(Dataset):
             mapping = {name: ids for name, ids in mapping.items() if name in lengths}
         on_disk = {name: n for name, n in lengths.items() if self._sequence_dir(name).is_dir()}
         self.map = seq_ids.restrict(mapping, on_disk, seq_id_map, "Co3D")
-        unmapped = [name for name in on_disk if name not in self.map]
-        if unmapped:
-            log.warning("Co3D: %d sequences are not in the seq-id map %s and are skipped (e.g. %s)",
-                        len(unmapped), seq_id_map, unmapped[0])
+        seq_ids.warn_unmapped(on_disk, self.map, seq_id_map, "Co3D")
         self.names = [name for name in lengths if name in self.map]
         if not self.names:
             raise DataError(f"Co3D: no sequence to evaluate under {self.root} with the annotations in {anno_dir} "

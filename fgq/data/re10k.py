@@ -96,15 +96,9 @@ class RealEstate10KPose(Dataset):
                         len(short), num_frames, short[0])
         mapping = seq_ids.load_or_build(seq_id_map, lambda: seq_ids.pose_map(lengths, num_frames, seed),
                                         "RealEstate10K")
-        wrong = next((name for name, ids in mapping.items() if len(ids) != num_frames), None)
-        if wrong is not None:
-            raise DataError(f"{seq_id_map}: sequence {wrong!r} has {len(mapping[wrong])} frame ids, not "
-                            f"num_frames={num_frames}; delete the map to rebuild it, or set num_frames")
+        seq_ids.check_pose_frames(mapping, num_frames, seq_id_map)
         self.map = seq_ids.restrict(mapping, lengths, seq_id_map, "RealEstate10K")
-        unmapped = [name for name in lengths if name not in self.map and name not in short]
-        if unmapped:
-            log.warning("RealEstate10K: %d sequences are not in the seq-id map %s and are skipped (e.g. %s)",
-                        len(unmapped), seq_id_map, unmapped[0])
+        seq_ids.warn_unmapped([name for name in lengths if name not in short], self.map, seq_id_map, "RealEstate10K")
         self.names = [name for name in lengths if name in self.map]
         if not self.names:
             raise DataError(f"RealEstate10K: no sequence to evaluate under {self.root} (check dataset.re10k.root "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +83,19 @@ def restrict(mapping: SeqIdMap, available: Mapping[str, int], path: object, what
                                 f"{available[name]} frames; regenerate the map (delete it)")
             out[name] = ids
     return out
+
+
+def check_pose_frames(mapping: SeqIdMap, num_frames: int, path: object) -> None:
+    """Every entry of a pose map must hold ``num_frames`` ids (a map drawn for another setting is an error)."""
+    wrong = next((name for name, ids in mapping.items() if len(ids) != num_frames), None)
+    if wrong is not None:
+        raise DataError(f"{path}: sequence {wrong!r} has {len(mapping[wrong])} frame ids, not "
+                        f"num_frames={num_frames}; delete the map to rebuild it, or set num_frames")
+
+
+def warn_unmapped(names: Iterable[str], mapping: SeqIdMap, path: object, what: str) -> None:
+    """Log (never silently drop) the sequences on disk that the seq-id map does not list."""
+    unmapped = [name for name in names if name not in mapping]
+    if unmapped:
+        log.warning("%s: %d sequences are not in the seq-id map %s and are skipped (e.g. %s)",
+                    what, len(unmapped), path, unmapped[0])
