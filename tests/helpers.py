@@ -66,3 +66,32 @@ def assert_metrics_close(a: dict, b: dict, rel: float = 1e-5) -> None:
             assert_metrics_close(value, b[key], rel)
         else:
             assert math.isclose(value, b[key], rel_tol=rel, abs_tol=1e-9), key
+
+
+OUTPUT_KEYS = ("pose_enc", "depth", "world_points")
+
+
+def model_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The tensors a quantizer test compares: VGGT's pose/depth/points, or every tensor output of π3."""
+    with torch.no_grad():
+        out = model(images)
+    if "pose_enc" in out:
+        return {k: out[k] for k in OUTPUT_KEYS}
+    return {k: v for k, v in out.items() if torch.is_tensor(v)}
+
+
+def assert_reload_identical(model: nn.Module, config: object, target: str, spec, tmp_path,
+                            images: torch.Tensor) -> None:
+    """Save a quantized fixture VGGT, reload it into a perturbed fresh one, and require bit-identical outputs."""
+    from omegaconf import OmegaConf
+
+    from fgq.quant import LoadConfig, quantize, save_quantized
+
+    node = OmegaConf.merge(OmegaConf.create({"_target_": target}), OmegaConf.structured(config))
+    path = save_quantized(model, node, spec, tmp_path)
+    fresh = fixture_vggt()
+    with torch.no_grad():
+        fresh.aggregator.frame_blocks[0].mlp.fc1.weight.add_(1.0)  # the weights must come from the file
+    quantize(fresh, LoadConfig(str(path)), spec)
+    expected = model_outputs(model, images)
+    assert all(torch.equal(v, model_outputs(fresh, images)[k]) for k, v in expected.items())

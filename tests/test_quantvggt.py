@@ -7,13 +7,20 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT
-from helpers import assert_metrics_close, fixture_images, fixture_pi3, fixture_vggt
+from helpers import (
+    assert_metrics_close,
+    assert_reload_identical,
+    fixture_images,
+    fixture_pi3,
+    fixture_vggt,
+    model_outputs,
+)
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fgq.pipeline import run
-from fgq.quant import LoadConfig, QuantSpec, QuantVGGTConfig, quantize, save_quantized
+from fgq.quant import QuantSpec, QuantVGGTConfig, quantize
 from fgq.quant.diverse_sampling import (
     SamplerConfig,
     diverse_sample,
@@ -30,14 +37,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 W4A4 = QuantSpec(w_bits=4, a_bits=4)
 CALIB = [{"images": fixture_images((1, 2, 3, 28, 28), seed=k)} for k in range(3)]
 IMAGES = fixture_images((1, 2, 3, 28, 28), seed=9)
-KEYS = ("pose_enc", "depth", "world_points")
 FAST = dict(epochs=2, sampling=SamplerConfig(enabled=False))
 
 
 def _outputs(model):
-    with torch.no_grad():
-        out = model(IMAGES)
-    return {k: out[k] for k in KEYS} if "pose_enc" in out else {k: v for k, v in out.items() if torch.is_tensor(v)}
+    return model_outputs(model, IMAGES)
 
 
 def _layer(spec, seed=0, n=64, out=32):
@@ -225,15 +229,7 @@ def test_sampling_inside_quantize_reports_the_choice():
 def test_save_and_reload_gives_identical_outputs(tmp_path):
     config = QuantVGGTConfig(**FAST)
     model = _quantized(config)
-    node = OmegaConf.merge(OmegaConf.create({"_target_": "fgq.quant.quantvggt.QuantVGGTConfig"}),
-                           OmegaConf.structured(config))
-    path = save_quantized(model, node, W4A4, tmp_path)
-    fresh = fixture_vggt()
-    with torch.no_grad():
-        fresh.aggregator.frame_blocks[0].mlp.fc1.weight.add_(1.0)  # the weights must come from the file
-    quantize(fresh, LoadConfig(str(path)), W4A4)
-    expected = _outputs(model)
-    assert all(torch.equal(v, _outputs(fresh)[k]) for k, v in expected.items())
+    assert_reload_identical(model, config, "fgq.quant.quantvggt.QuantVGGTConfig", W4A4, tmp_path, IMAGES)
 
 
 def test_config_yaml_and_validation():

@@ -4,11 +4,11 @@ outlier-heavy layer, RTN/GPTQ weight paths, determinism, save and reload, the YA
 import pytest
 import torch
 from conftest import ROOT
-from helpers import fixture_images, fixture_pi3, fixture_vggt
+from helpers import assert_reload_identical, fixture_images, fixture_pi3, fixture_vggt, model_outputs
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fgq.quant import LoadConfig, QuantSpec, QuaRotConfig, quantize, save_quantized
+from fgq.quant import QuantSpec, QuaRotConfig, quantize
 from fgq.quant.gptq import GPTQConfig, HessianAccumulator
 from fgq.quant.hadamard import HadamardRotation
 from fgq.quant.linear import QuantLinear
@@ -20,13 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 W4A4 = QuantSpec(w_bits=4, a_bits=4)
 CALIB = [{"images": fixture_images((1, 2, 3, 28, 28), seed=k)} for k in range(2)]
 IMAGES = fixture_images((1, 2, 3, 28, 28), seed=9)
-KEYS = ("pose_enc", "depth", "world_points")
-
-
 def _outputs(model):
-    with torch.no_grad():
-        out = model(IMAGES)
-    return {k: out[k] for k in KEYS} if "pose_enc" in out else {k: v for k, v in out.items() if torch.is_tensor(v)}
+    return model_outputs(model, IMAGES)
 
 
 @pytest.mark.parametrize(("family", "weight_quantizer"), [("vggt", "rtn"), ("vggt", "gptq"), ("pi3", "rtn")])
@@ -109,15 +104,7 @@ def test_save_and_reload_gives_identical_outputs(tmp_path, weight_quantizer):
     config = QuaRotConfig(weight_quantizer=weight_quantizer)
     model = fixture_vggt()
     quantize(model, config, W4A4, calib=CALIB)
-    node = OmegaConf.merge(OmegaConf.create({"_target_": "fgq.quant.quarot.QuaRotConfig"}),
-                           OmegaConf.structured(config))
-    path = save_quantized(model, node, W4A4, tmp_path)
-    fresh = fixture_vggt()
-    with torch.no_grad():
-        fresh.aggregator.frame_blocks[0].mlp.fc1.weight.add_(1.0)  # the weights must come from the file
-    quantize(fresh, LoadConfig(str(path)), W4A4)
-    expected = _outputs(model)
-    assert all(torch.equal(v, _outputs(fresh)[k]) for k, v in expected.items())
+    assert_reload_identical(model, config, "fgq.quant.quarot.QuaRotConfig", W4A4, tmp_path, IMAGES)
 
 
 def test_config_yaml_and_validation():
