@@ -76,12 +76,19 @@ class DatasetEvaluator:
 
 
 def trivial_geometry(batch: dict) -> dict[str, torch.Tensor]:
-    """The sanity floor every model must beat: identical cameras for all frames (identity extrinsics) and,
-    per image, a constant depth equal to the ground-truth median, unprojected with the true intrinsics."""
+    """The sanity floor every model must beat: image-blind cameras and, per image, a constant depth equal to the
+    ground-truth median, unprojected with the true intrinsics.
+
+    The cameras share one rotation and step sideways (camera i at x = i). Identical cameras would score AUC = 0
+    by construction (a zero translation has no direction); a sideways sweep is the best constant guess for
+    orbits and sweeps, since the translation metric ignores the sign of the direction. The points are the constant
+    depths unprojected with identical cameras (a sweep of unknown length would only misplace them further)."""
     images = batch["images"]
     b, s, _, h, w = images.shape
-    extrinsics = torch.eye(4)[:3].expand(b, s, 3, 4).clone()
+    identical = torch.eye(4)[:3].expand(b, s, 3, 4)
+    extrinsics = identical.clone()
+    extrinsics[..., 0, 3] = -torch.arange(s, dtype=extrinsics.dtype)
     gt = torch.where(batch["valid"], batch["depth"], torch.nan).flatten(2)
     depth = gt.nanmedian(dim=-1).values[..., None, None].expand(b, s, h, w).clone()
-    points = unproject_depth(depth, extrinsics, batch["intrinsics"])
+    points = unproject_depth(depth, identical, batch["intrinsics"])
     return {"extrinsics": extrinsics, "depth": depth, "points": points}

@@ -127,3 +127,32 @@ def test_render_reproduces_the_item(dataset: SyntheticScenes, clips: list[dict])
     extrinsics, intrinsics = dataset.cameras(2)
     out = dataset.scene(2).render(extrinsics, intrinsics, 112, 112)
     assert torch.equal(out.images, clips[2]["images"]) and torch.equal(out.depth, clips[2]["depth"])
+
+
+def test_orbit_and_line_trajectories():
+    """Orbit (the default): cameras on an arc of 20–90° around the centre of interest, travelled either way
+    (no constant guess of the relative pose beats chance). Line: a short sweep with much less rotation."""
+    orbit = SyntheticScenes(split="eval", num_scenes=20)
+    line = SyntheticScenes(split="eval", num_scenes=20, trajectory="line")
+    senses, spans, spreads = [], [], []
+    for i in range(20):
+        scene, (w2c, _) = orbit.scene(i), orbit.cameras(i)
+        offset = (G.closed_form_inverse_se3(w2c)[:, :3, 3] - scene.center)[:, [0, 2]]
+        azimuth = torch.atan2(offset[:, 1], offset[:, 0])
+        steps = torch.remainder(azimuth.diff() + torch.pi, 2 * torch.pi) - torch.pi
+        assert (steps.sign() == steps[0].sign()).all()
+        senses.append(steps[0].sign().item())
+        spans.append(steps.sum().abs().rad2deg().item())
+        radius = offset.norm(dim=-1)
+        spreads.append((radius.max() / radius.min()).item())
+    assert set(senses) == {-1.0, 1.0}
+    assert min(spans) > 18.0 and max(spans) < 95.0, spans
+    assert max(spreads) < 1.5, spreads
+
+    def median_rotation(ds: SyntheticScenes) -> float:
+        angles = [G.rotation_angle_deg(w2c[0, :, :3].T @ w2c[-1, :, :3]) for w2c, _ in map(ds.cameras, range(20))]
+        return torch.stack(angles).median().item()
+
+    assert median_rotation(orbit) > 2 * median_rotation(line)
+    with pytest.raises(ValueError, match="trajectory"):
+        SyntheticScenes(num_scenes=1, trajectory="spiral")
