@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from fgq.correspondence import AttentionMatchLoss, patch_matches
 from fgq.data.batch import collate
 from fgq.data.synthetic import SyntheticScenes
 from fgq.evaluation import DatasetEvaluator
@@ -40,10 +41,20 @@ class TrainModule(L.LightningModule):
         self.weights = dict(cfg.loss)
         self.view = model.quant_view()
         self._evaluator: DatasetEvaluator | None = None
+        # The token layout (special tokens, then patches) lives on the aggregator (VGGT) or the model (π3).
+        self.layout = getattr(model, "aggregator", model)
+        self.match = None
+        if self.weights.get("match", 0.0) > 0:
+            attentions = [ref.module.attn for ref in self.view.blocks if ref.kind == "global"]
+            self.match = AttentionMatchLoss(attentions, self.layout.patch_start_idx, heads=cfg.loss.match_heads,
+                                            keys=cfg.loss.match_keys)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         gt = normalize_scene(batch)
         losses = self.loss_fn(self.model(batch["images"]), gt, self.weights)
+        if self.match is not None:
+            losses["match"] = self.match.loss(*patch_matches(gt, self.layout.patch_size))
+            losses["loss"] = losses["loss"] + self.weights["match"] * losses["match"]
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, on_step=True)
         return losses["loss"]
 
@@ -92,8 +103,9 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> Path:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = instantiate(cfg.model).train()
     data = dict(frames=t.frames, height=t.height, width=t.width, seed=t.data_seed)
-    train_set = SyntheticScenes(split="train", num_scenes=t.steps * t.batch_size, baseline=tuple(t.baseline), **data)
-    val_set = SyntheticScenes(split="calib", num_scenes=t.val_scenes, **data)
+    cameras = dict(t.cameras)
+    train_set = SyntheticScenes(split="train", num_scenes=t.steps * t.batch_size, **cameras, **data)
+    val_set = SyntheticScenes(split="calib", num_scenes=t.val_scenes, **cameras, **data)
     loaders = (
         DataLoader(train_set, batch_size=t.batch_size, shuffle=False, collate_fn=collate, num_workers=t.workers,
                    persistent_workers=t.workers > 0),
@@ -105,7 +117,7 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> Path:
         trainer = L.Trainer(
             accelerator="cpu" if not torch.cuda.is_available() else "auto", devices=1, max_steps=t.steps,
             logger=loggers or False, val_check_interval=t.val_every, check_val_every_n_epoch=None,
-            num_sanity_val_steps=0, gradient_clip_val=t.grad_clip, log_every_n_steps=10,
+            num_sanity_val_steps=0, gradient_clip_val=t.grad_clip, log_every_n_steps=t.log_every,
             callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=t.save_every,
                                        save_top_k=0, enable_version_counter=False),  # resume overwrites last.ckpt
                        LearningRateMonitor("step")],

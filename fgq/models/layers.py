@@ -66,14 +66,19 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.rope = rope
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
-        b, n, c = x.shape
+    def heads(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Queries, keys and values ``[B, heads, N, head_dim]`` as the attention sees them (after q/k-norm, RoPE)."""
+        b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
         if self.rope is not None and pos is not None:
             q, k = self.rope(q, pos), self.rope(k, pos)
-        out = F.scaled_dot_product_attention(q, k, v)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, c = x.shape
+        out = F.scaled_dot_product_attention(*self.heads(x, pos))
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
