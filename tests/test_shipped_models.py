@@ -12,10 +12,13 @@ from fgq.data.synthetic import SyntheticScenes
 from fgq.evaluation import DatasetEvaluator, trivial_geometry
 
 SCENES = 16
-# Model metric must be ≤ FLOOR × trivial metric (lower is better). Measured on these 16 scenes, against the
-# trivial 0.515 AbsRel and 0.623 Acc: vggt_tiny AbsRel 0.316 (×0.61), Acc 0.469 (×0.75); pi3_tiny AbsRel 0.300
-# (×0.58), Acc 0.490 (×0.79). The floors leave a margin above that.
-FLOORS = {"vggt_tiny": {"abs_rel": 0.7, "acc_mean": 0.85}, "pi3_tiny": {"abs_rel": 0.7, "acc_mean": 0.88}}
+# Floors from measurements on these 16 scenes (README, "The embedded default model"). Trivial predictors
+# (fgq.evaluation.trivial_geometry): AUC@30 0.128, AbsRel 0.517, Acc 0.559. Measured: pi3_tiny AUC@30 0.423 (×3.3),
+# AbsRel 0.255 (×0.49), Acc 0.361 (×0.65); vggt_tiny AbsRel 0.271 (×0.52), Acc 0.387 (×0.69).
+# Pose: AUC@30 ≥ floor × trivial; depth and points (lower is better): metric ≤ floor × trivial.
+# vggt_tiny has not learned relative pose yet (AUC@30 0.014, below the image-blind guess), so it has no pose floor.
+FLOORS = {"vggt_tiny": {"auc@30": None, "abs_rel": 0.55, "acc_mean": 0.75},
+          "pi3_tiny": {"auc@30": 2.0, "abs_rel": 0.5, "acc_mean": 0.7}}
 
 
 def evaluate(name: str):
@@ -37,8 +40,8 @@ def evaluate(name: str):
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_shipped_model_beats_trivial_predictors(name):
     ours, trivial = evaluate(name)
-    # Identical cameras score AUC@30 = 0 by construction (a zero translation has no direction: 90° error),
-    # so "2× that" cannot fail and is not asserted; no pose floor until the models learn relative pose.
-    assert trivial["camera"]["auc@30"] == 0.0
-    assert ours["depth"]["abs_rel"] <= FLOORS[name]["abs_rel"] * trivial["depth"]["abs_rel"]
-    assert ours["points"]["acc_mean"] <= FLOORS[name]["acc_mean"] * trivial["points"]["acc_mean"]
+    floor = FLOORS[name]
+    if floor["auc@30"] is not None:
+        assert ours["camera"]["auc@30"] >= floor["auc@30"] * trivial["camera"]["auc@30"] > 0
+    assert ours["depth"]["abs_rel"] <= floor["abs_rel"] * trivial["depth"]["abs_rel"]
+    assert ours["points"]["acc_mean"] <= floor["acc_mean"] * trivial["points"]["acc_mean"]
