@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from fgq.correspondence import AttentionMatchLoss, patch_matches
 from fgq.data.batch import collate
@@ -105,13 +105,20 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> Path:
     data = dict(frames=t.frames, height=t.height, width=t.width, seed=t.data_seed)
     cameras = dict(t.cameras)
     train_set = SyntheticScenes(split="train", num_scenes=t.steps * t.batch_size, **cameras, **data)
+    ckpt_dir = Path(t.ckpt_dir)
+    last = ckpt_dir / "last.ckpt"
+    resume = str(last) if t.resume and last.exists() else None
+    if resume:
+        # The loader is not resumable, so skip the scenes already trained on (every training scene is seen once).
+        done = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"]) * t.batch_size
+        log.info("resuming from %s: training continues with scene %d", resume, done)
+        train_set = Subset(train_set, range(min(done, len(train_set)), len(train_set)))
     val_set = SyntheticScenes(split="calib", num_scenes=t.val_scenes, **cameras, **data)
     loaders = (
         DataLoader(train_set, batch_size=t.batch_size, shuffle=False, collate_fn=collate, num_workers=t.workers,
                    persistent_workers=t.workers > 0),
         DataLoader(val_set, batch_size=1, collate_fn=collate),
     )
-    ckpt_dir = Path(t.ckpt_dir)
     loggers = make_loggers(cfg, out_dir, choices, group=None, job_type="train")
     try:
         trainer = L.Trainer(
@@ -123,10 +130,6 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> Path:
                        LearningRateMonitor("step")],
             default_root_dir=str(out_dir), enable_model_summary=True, enable_progress_bar=t.progress_bar,
         )
-        last = ckpt_dir / "last.ckpt"
-        resume = str(last) if t.resume and last.exists() else None
-        if resume:
-            log.info("resuming from %s", resume)
         trainer.fit(TrainModule(model, t), *loaders, ckpt_path=resume)
     finally:
         finish(loggers)

@@ -39,7 +39,7 @@ def test_train_logs_resumes_and_exports(tmp_path, model):
     first = (tmp_path / f"{model}.safetensors").read_bytes()
 
     proc = train(tmp_path, model, 4)
-    assert "resuming from" in proc.stderr + proc.stdout
+    assert "training continues with scene 2" in proc.stderr + proc.stdout  # 2 steps × batch 1 already seen
     steps = [int(r["step"]) for r in csv_rows(tmp_path / "run4" / "csv" / "metrics.csv")]
     assert min(steps) >= 2  # continued, not restarted
     assert (tmp_path / f"{model}.safetensors").read_bytes() != first
