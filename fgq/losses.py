@@ -50,17 +50,42 @@ def _gradient_loss(diff: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor) 
     return total
 
 
+def _all_pairs(w2c: torch.Tensor) -> torch.Tensor:
+    """``E_i · E_j⁻¹`` for every ordered pair: ``[B,S,3|4,4]`` → ``[B,S,S,4,4]``; invariant to the world frame."""
+    ext = geometry.to_homogeneous(w2c)
+    return ext[:, :, None] @ geometry.closed_form_inverse_se3(ext)[:, None, :]
+
+
+def _pair_camera_loss(enc: torch.Tensor, gt: dict, image_hw: tuple[int, int]) -> torch.Tensor:
+    """Relative pose of every frame pair (rotation: squared Frobenius distance, translation: L1) plus the FoV L1:
+    the pose encodings may sit in any common world frame, as π3's camera loss allows."""
+    unit = enc[..., 3:7] / enc[..., 3:7].norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    pred_w2c = torch.cat((geometry.quat_to_mat(unit), enc[..., :3, None]), dim=-1)
+    rel_p, rel_g = _all_pairs(pred_w2c), _all_pairs(gt["extrinsics"])
+    rotation = (rel_p[..., :3, :3] - rel_g[..., :3, :3]).square().sum((-1, -2)).mean()
+    translation = (rel_p[..., :3, 3] - rel_g[..., :3, 3]).abs().mean()
+    fov = geometry.extri_intri_to_pose_encoding(gt["extrinsics"], gt["intrinsics"], image_hw)[..., 7:]
+    return rotation + translation + 0.5 * (enc[..., 7:] - fov).abs().mean()
+
+
 def vggt_loss(pred: dict, gt: dict, weights: dict) -> dict[str, torch.Tensor]:
     """Camera: L1 on the pose encoding of every refinement iteration (later iterations weigh more, γ = 0.6);
-    depth and points: confidence-weighted regression plus a gradient term."""
+    depth and points: confidence-weighted regression plus a gradient term.
+
+    ``weights["camera_pairs"]`` (default 0, the official loss) adds a frame-pair camera term (``_pair_camera_loss``)
+    over the same iterations. Not in the official training: it lets a small network learn per-frame orientations
+    before it learns to express them relative to frame 0 (README, "The embedded default model")."""
     height, width = gt["depth"].shape[-2:]
     target = geometry.extri_intri_to_pose_encoding(gt["extrinsics"], gt["intrinsics"], (height, width))
     iterations = pred["pose_enc_list"]
     camera = gt["depth"].new_zeros(())
+    pairs = gt["depth"].new_zeros(())
     for i, enc in enumerate(iterations):
         w = 0.6 ** (len(iterations) - 1 - i)
         err = (enc - target).abs()
         camera = camera + w * (err[..., :3].mean() + err[..., 3:7].mean() + 0.5 * err[..., 7:].mean())
+        if weights.get("camera_pairs", 0.0) > 0:
+            pairs = pairs + w * _pair_camera_loss(enc, gt, (height, width))
     valid = gt["valid"]
     alpha = weights.get("conf_alpha", 0.2)
     depth_diff = pred["depth"][..., 0] - gt["depth"]
@@ -69,8 +94,9 @@ def vggt_loss(pred: dict, gt: dict, weights: dict) -> dict[str, torch.Tensor]:
     point_diff = pred["world_points"] - gt["world_points"]
     points = _confidence_regression(point_diff.norm(dim=-1), pred["world_points_conf"], valid, alpha)
     points = points + _gradient_loss(point_diff.norm(dim=-1), pred["world_points_conf"], valid)
-    total = weights["camera"] * camera + weights["depth"] * depth + weights["points"] * points
-    return {"loss": total, "camera": camera, "depth": depth, "points": points}
+    total = (weights["camera"] * camera + weights.get("camera_pairs", 0.0) * pairs + weights["depth"] * depth
+             + weights["points"] * points)
+    return {"loss": total, "camera": camera, "camera_pairs": pairs, "depth": depth, "points": points}
 
 
 def _optimal_scale(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
