@@ -56,16 +56,15 @@ def _all_pairs(w2c: torch.Tensor) -> torch.Tensor:
     return ext[:, :, None] @ geometry.closed_form_inverse_se3(ext)[:, None, :]
 
 
-def _pair_camera_loss(enc: torch.Tensor, gt: dict, image_hw: tuple[int, int]) -> torch.Tensor:
-    """Relative pose of every frame pair (rotation: squared Frobenius distance, translation: L1) plus the FoV L1:
-    the pose encodings may sit in any common world frame, as π3's camera loss allows."""
+def _pair_camera_loss(enc: torch.Tensor, rel_gt: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Relative pose of every frame pair (rotation: squared Frobenius distance, translation: L1; ``rel_gt`` from
+    ``_all_pairs``) plus the FoV L1 against the ``target`` pose encoding: the predicted encodings may sit in any
+    common world frame, as π3's camera loss allows."""
     unit = enc[..., 3:7] / enc[..., 3:7].norm(dim=-1, keepdim=True).clamp(min=1e-6)
-    pred_w2c = torch.cat((geometry.quat_to_mat(unit), enc[..., :3, None]), dim=-1)
-    rel_p, rel_g = _all_pairs(pred_w2c), _all_pairs(gt["extrinsics"])
-    rotation = (rel_p[..., :3, :3] - rel_g[..., :3, :3]).square().sum((-1, -2)).mean()
-    translation = (rel_p[..., :3, 3] - rel_g[..., :3, 3]).abs().mean()
-    fov = geometry.extri_intri_to_pose_encoding(gt["extrinsics"], gt["intrinsics"], image_hw)[..., 7:]
-    return rotation + translation + 0.5 * (enc[..., 7:] - fov).abs().mean()
+    rel_p = _all_pairs(torch.cat((geometry.quat_to_mat(unit), enc[..., :3, None]), dim=-1))
+    rotation = (rel_p[..., :3, :3] - rel_gt[..., :3, :3]).square().sum((-1, -2)).mean()
+    translation = (rel_p[..., :3, 3] - rel_gt[..., :3, 3]).abs().mean()
+    return rotation + translation + 0.5 * (enc[..., 7:] - target[..., 7:]).abs().mean()
 
 
 def vggt_loss(pred: dict, gt: dict, weights: dict) -> dict[str, torch.Tensor]:
@@ -80,12 +79,13 @@ def vggt_loss(pred: dict, gt: dict, weights: dict) -> dict[str, torch.Tensor]:
     iterations = pred["pose_enc_list"]
     camera = gt["depth"].new_zeros(())
     pairs = gt["depth"].new_zeros(())
+    rel_gt = _all_pairs(gt["extrinsics"]) if weights.get("camera_pairs", 0.0) > 0 else None
     for i, enc in enumerate(iterations):
         w = 0.6 ** (len(iterations) - 1 - i)
         err = (enc - target).abs()
         camera = camera + w * (err[..., :3].mean() + err[..., 3:7].mean() + 0.5 * err[..., 7:].mean())
-        if weights.get("camera_pairs", 0.0) > 0:
-            pairs = pairs + w * _pair_camera_loss(enc, gt, (height, width))
+        if rel_gt is not None:
+            pairs = pairs + w * _pair_camera_loss(enc, rel_gt, target)
     valid = gt["valid"]
     alpha = weights.get("conf_alpha", 0.2)
     depth_diff = pred["depth"][..., 0] - gt["depth"]
@@ -121,14 +121,9 @@ def pi3_loss(pred: dict, gt: dict, weights: dict) -> dict[str, torch.Tensor]:
     s = _optimal_scale(pred["local_points"], gt_local, inv_z)
     err = (s[:, None, None, None, None] * pred["local_points"] - gt_local).abs().sum(-1) * inv_z
     points = (err * valid).sum() / valid.sum().clamp(min=1)
-    gt_c2w = geometry.closed_form_inverse_se3(gt["extrinsics"])
-    pred_c2w = pred["camera_poses"]
-
-    def relative(c2w: torch.Tensor) -> torch.Tensor:
-        inv = geometry.closed_form_inverse_se3(c2w)
-        return inv[:, :, None] @ c2w[:, None, :]  # [B,S,S,4,4]: pose of j in the frame of i
-
-    rel_p, rel_g = relative(pred_c2w), relative(gt_c2w)
+    # π3 predicts camera-to-world poses; the pose of j in the frame of i is w2c_i · c2w_j
+    rel_p = _all_pairs(geometry.closed_form_inverse_se3(pred["camera_poses"]))
+    rel_g = _all_pairs(gt["extrinsics"])
     rotation = (rel_p[..., :3, :3] - rel_g[..., :3, :3]).square().sum((-1, -2)).mean()
     translation = F.huber_loss(s[:, None, None, None] * rel_p[..., :3, 3], rel_g[..., :3, 3], delta=0.1)
     camera = rotation + translation

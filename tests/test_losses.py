@@ -2,7 +2,7 @@
 
 import torch
 
-from fgq.losses import _pair_camera_loss, vggt_loss
+from fgq.losses import _all_pairs, _pair_camera_loss, vggt_loss
 from fgq.models import geometry
 
 
@@ -22,15 +22,17 @@ def test_pair_camera_loss_is_zero_at_the_truth_in_any_world_frame():
     gt = cameras(g)
     shift = geometry.to_homogeneous(random_w2c(1, 1, g))[0, 0]  # a rigid change of the world frame
     moved = (geometry.to_homogeneous(gt["extrinsics"]) @ shift)[..., :3, :]
+    rel_gt = _all_pairs(gt["extrinsics"])
+    target = geometry.extri_intri_to_pose_encoding(gt["extrinsics"], gt["intrinsics"], (112, 112))
     for w2c in (gt["extrinsics"], moved):
         enc = geometry.extri_intri_to_pose_encoding(w2c, gt["intrinsics"], (112, 112))
-        assert _pair_camera_loss(enc, gt, (112, 112)) < 1e-5
+        assert _pair_camera_loss(enc, rel_gt, target) < 1e-5
         # Only the quaternion's direction matters; a wrong translation, rotation or FoV costs.
-        assert _pair_camera_loss(torch.cat((enc[..., :3], 3 * enc[..., 3:7], enc[..., 7:]), -1), gt, (112, 112)) < 1e-5
+        assert _pair_camera_loss(torch.cat((enc[..., :3], 3 * enc[..., 3:7], enc[..., 7:]), -1), rel_gt, target) < 1e-5
         for part in (slice(0, 3), slice(3, 7), slice(7, 9)):
             wrong = enc.clone()
             wrong[:, 1, part] += 0.3
-            assert _pair_camera_loss(wrong, gt, (112, 112)) > 1e-3
+            assert _pair_camera_loss(wrong, rel_gt, target) > 1e-3
 
 
 def test_vggt_loss_adds_the_pair_term_only_when_weighted():
@@ -47,6 +49,7 @@ def test_vggt_loss_adds_the_pair_term_only_when_weighted():
     official = vggt_loss(pred, gt, weights)
     assert official["camera_pairs"] == 0
     both = vggt_loss(pred, gt, {**weights, "camera_pairs": 2.0})
-    expected = 0.6 * _pair_camera_loss(enc + 0.1, gt, (112, 112)) + _pair_camera_loss(enc + 0.05, gt, (112, 112))
+    rel_gt = _all_pairs(gt["extrinsics"])
+    expected = 0.6 * _pair_camera_loss(enc + 0.1, rel_gt, enc) + _pair_camera_loss(enc + 0.05, rel_gt, enc)
     torch.testing.assert_close(both["camera_pairs"], expected)
     torch.testing.assert_close(both["loss"], official["loss"] + 2.0 * expected)
