@@ -1,7 +1,7 @@
 """fgq entry point: ``python run.py [group=option ...]``; ``python run.py -m ...`` sweeps.
 
 Each job evaluates the FP model, quantizes it, evaluates again and writes ``metrics.json`` to its directory.
-A sweep goes on past failed jobs, aggregates its tables at the end (``fgq.callbacks``) and exits with 1 if any
+A sweep goes on past failed jobs, aggregates its tables at the end (``fgq.sweeps.callback``) and exits with 1 if any
 job failed or did not finish.
 """
 
@@ -42,7 +42,7 @@ def main(cfg: DictConfig) -> None:
     if result.get("status") != "ok":
         print(f"failed: {result.get('error')} · {out_dir}/metrics.json")
     elif result.get("job") == "fisher_validation":
-        print(f"outputs in {out_dir}")  # the r table is logged by fgq.validation
+        print(f"outputs in {out_dir}")  # the r table is logged by fgq.validation.measure
     else:
         print_summary(result, out_dir)
 
@@ -54,9 +54,9 @@ if __name__ == "__main__":
     except ConfigError as err:
         _fail(err)
     main()
-    # After a sweep, the aggregation callback (fgq.callbacks) counted jobs that failed or did not finish: the sweep
-    # went on past them, but the exit status says so.
-    from fgq.callbacks import last_problem_count
+    # After a sweep, the aggregation callback (fgq.sweeps.callback) counted jobs that failed or did not finish:
+    # the sweep went on past them, but the exit status says so.
+    from fgq.sweeps.callback import last_problem_count
 
     if last_problem_count():
         sys.exit(1)

@@ -8,7 +8,7 @@ Two models: ``tiny`` = ``conf/model/vggt_tiny.yaml`` (its configured weights); `
 encoder, small heads unless ``--real-heads``, seeded random weights) at ``--size``² (default 112²). The
 synthetic calibration clips are the same for every measurement.
 
-(a) **Fisher pass** (``fgq.fisher.compute_fisher``: one forward, three backwards to the block outputs, no
+(a) **Fisher pass** (``fgq.fisher.compute.compute_fisher``: one forward, three backwards to the block outputs, no
     parameter gradients) per clip, as a ratio to one FP forward + backward **with parameter gradients** of the
     summed task outputs on the same clip (same precision: bf16 autocast on CUDA, fp32 on CPU). For reference
     also the official code's way (parameter gradients on, ``retain_grad`` on every block output, three
@@ -38,7 +38,7 @@ import torch
 from fgq import ROOT
 from fgq.data.batch import collate
 from fgq.data.synthetic import SyntheticScenes
-from fgq.fisher import TASKS, FisherConfig, compute_fisher, use_amp
+from fgq.fisher.compute import TASKS, FisherConfig, compute_fisher, use_amp
 from fgq.models import VGGT
 from fgq.quant import FGQConfig, FlatQuantConfig, QuantSpec, quantize
 

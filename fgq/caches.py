@@ -1,5 +1,5 @@
 """Caches shared by the jobs of a sweep (and by later sweeps): FP evaluation results and FP block targets, under
-``paths.cache_dir`` next to the Fisher cache (``fgq/fisher_cache.py``).
+``paths.cache_dir`` next to the Fisher cache (``fgq/fisher/cache.py``).
 
 Keys are sha256 digests of everything an entry depends on: the model config with the checkpoint file's identity
 (path, size, mtime), the data config, the calibration settings, the device and precision, and a digest of the
@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from fgq import ROOT
-from fgq.fisher_cache import data_digest
+from fgq.digest import data_digest
 from fgq.io import atomic_write, write_json_atomic
 
 log = logging.getLogger(__name__)

@@ -85,7 +85,7 @@ def record_failure(cfg: DictConfig, out_dir: Path, choices: dict[str, str], err:
 def dispatch(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | None) -> dict:
     job = cfg.get("job", "quantize")
     if job == "fisher_validation":
-        from fgq.validation import run_fisher_validation
+        from fgq.validation.job import run_fisher_validation
 
         return run_fisher_validation(cfg, out_dir, choices, group)
     if job != "quantize":

@@ -22,9 +22,9 @@ from fgq.caches import ResultCache, TargetCache, fp_eval_key, fp_targets_key
 from fgq.config import ConfigError, calib_node, validate
 from fgq.data.batch import collate
 from fgq.data.files import DataError
-from fgq.fisher import fisher_to_weights
-from fgq.fisher_cache import fisher_for
-from fgq.fisher_plots import block_labels, save_fisher_figures
+from fgq.fisher.cache import fisher_for
+from fgq.fisher.compute import fisher_to_weights
+from fgq.fisher.plots import block_labels, save_fisher_figures
 from fgq.io import write_json_atomic
 from fgq.loggers import finish, log_images, make_loggers
 from fgq.module import QuantExperiment

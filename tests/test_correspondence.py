@@ -5,10 +5,10 @@ import math
 import torch
 from torch import nn
 
-from fgq.correspondence import AttentionMatchLoss, patch_matches
 from fgq.data.batch import collate
 from fgq.data.synthetic import SyntheticScenes
-from fgq.losses import normalize_scene
+from fgq.training.correspondence import AttentionMatchLoss, patch_matches
+from fgq.training.losses import normalize_scene
 
 
 def test_patch_matches_see_the_same_surface_point():

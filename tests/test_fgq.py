@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fgq.fisher import FisherConfig, compute_fisher
+from fgq.fisher.compute import FisherConfig, compute_fisher
 from fgq.quant import FlatQuantConfig, LoadConfig, QuantSpec, quantize, save_quantized
 from fgq.quant.fgq import FGQConfig
 from fgq.quant.flat_block import FlatQuantBlock

@@ -9,9 +9,10 @@ from conftest import ROOT
 from helpers import fixture_images, fixture_pi3, fixture_vggt
 from omegaconf import OmegaConf
 
-import fgq.fisher as fisher_mod
-import fgq.fisher_cache as fisher_cache_mod
-from fgq.fisher import (
+import fgq.fisher.cache as fisher_cache_mod
+import fgq.fisher.compute as fisher_mod
+from fgq.fisher.cache import FisherCache
+from fgq.fisher.compute import (
     TASKS,
     FisherConfig,
     compute_fisher,
@@ -19,7 +20,6 @@ from fgq.fisher import (
     fisher_to_weights,
     take_clips,
 )
-from fgq.fisher_cache import FisherCache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,8 +66,9 @@ def test_one_pass_equals_brute_force_per_block(family):
     assert (fisher > 0).all()  # every task reaches every block and channel
     reference = _brute_force(model, CLIPS)
     torch.testing.assert_close(fisher, reference, rtol=2e-5, atol=0)
-    # per clip: two batches of one clip give the same average
-    torch.testing.assert_close(compute_fisher(model, [{"images": c} for c in CLIPS]), fisher, rtol=1e-5, atol=0)
+    # per clip: two batches of one clip give the same average. fp32 sums in another order differ by ~1e-5 relative
+    # (seen: 1.1e-5 on π3); a wrong average (e.g. a sum over batches) is off by a factor, far outside 3e-5.
+    torch.testing.assert_close(compute_fisher(model, [{"images": c} for c in CLIPS]), fisher, rtol=3e-5, atol=0)
 
 
 def test_task_order_subset_and_state_restored():
@@ -210,7 +211,7 @@ def test_config_knobs_and_yaml():
             FisherConfig(**bad)
     for name in ("default", "none", "block", "empirical", "paper"):
         node = OmegaConf.load(ROOT / "conf" / "fisher" / f"{name}.yaml")
-        assert node.get("_target_", "fgq.fisher.FisherConfig") == "fgq.fisher.FisherConfig"
+        assert node.get("_target_", "fgq.fisher.compute.FisherConfig") == "fgq.fisher.compute.FisherConfig"
     node = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "fisher" / "default.yaml"))
     node.pop("_target_")
     assert node.pop("cache_dir") == "${paths.cache_dir}/fisher"
@@ -269,7 +270,7 @@ def test_cache_hit_and_invalidation(tmp_path, monkeypatch):
 
 
 def test_figures(tmp_path):
-    from fgq.fisher_plots import block_labels, save_fisher_figures
+    from fgq.fisher.plots import block_labels, save_fisher_figures
 
     assert block_labels(fixture_vggt().quant_view())[:3] == ["F0", "G0", "F1"]
     assert block_labels(fixture_pi3().quant_view()) == ["D0", "D1", "D2", "D3"]

@@ -2,8 +2,8 @@
 
 import torch
 
-from fgq.losses import _all_pairs, _pair_camera_loss, vggt_loss
 from fgq.models import geometry
+from fgq.training.losses import _all_pairs, _pair_camera_loss, vggt_loss
 
 
 def random_w2c(batch: int, frames: int, generator: torch.Generator) -> torch.Tensor:

@@ -19,7 +19,7 @@ import fgq.jobs
 from fgq.config import validate
 from fgq.jobs import run_job
 from fgq.pipeline import run
-from fgq.sweep import expected_jobs
+from fgq.sweeps.reading import expected_jobs
 
 TINY = ["logger=none", "trainer.enable_progress_bar=false", "dataset.eval.synthetic.data.num_scenes=2",
         "dataset.eval.synthetic.protocol.icp=false", "calib.num_clips=2"]
@@ -92,7 +92,7 @@ def test_second_job_of_a_sweep_loads_fp_eval_targets_and_fisher(tmp_path, one_th
     def recomputed(*args, **kwargs):
         raise AssertionError("recomputed what the cache holds")
 
-    monkeypatch.setattr("fgq.fisher_cache.compute_fisher", recomputed)
+    monkeypatch.setattr("fgq.fisher.cache.compute_fisher", recomputed)
     monkeypatch.setattr("fgq.quant.calibrate.capture_inputs", recomputed)
     monkeypatch.setattr("fgq.quant.calibrate.run_block", recomputed)  # FP propagation: only for targets
     b = run(compose_cfg(tmp_path, [*fgq_small, "bits=w4a8"]), tmp_path / "b", {**CHOICES, "quantizer": "fgq"})

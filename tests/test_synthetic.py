@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from fgq.data.batch import check_clip, collate
-from fgq.data.synthetic import ROOM_FACES, SyntheticScenes
+from fgq.data.synthetic import SyntheticScenes
+from fgq.data.synthetic_scene import ROOM_FACES
 from fgq.models import geometry as G
 
 N = 6  # scenes per check: enough to average over, small enough to stay fast

@@ -1,6 +1,6 @@
-"""Aggregation of a sweep directory (fgq.sweep, fgq.tables, fgq.report) on job directories written here: statuses
-of failed, unfinished and never-started jobs, the paper comparison and relative improvements, the renderers and
-the HTML report (structure, and a screenshot when Chromium is installed)."""
+"""Aggregation of a sweep directory (fgq.sweeps) on job directories written here: statuses of failed, unfinished
+and never-started jobs, the paper comparison and relative improvements, the renderers and the HTML report
+(structure, and a screenshot when Chromium is installed)."""
 
 import base64
 import csv
@@ -16,9 +16,10 @@ import yaml
 from conftest import ROOT
 from PIL import Image
 
-from fgq.paper import load_reference, method_key
-from fgq.sweep import expected_jobs, load_sweep
-from fgq.tables import aggregate, main, relative
+from fgq.sweeps.aggregate import aggregate, main
+from fgq.sweeps.paper import load_reference, method_key
+from fgq.sweeps.reading import expected_jobs, load_sweep
+from fgq.sweeps.table import relative
 
 POSE = ("auc@30", "auc@15", "auc@5", "auc@3")
 
@@ -230,7 +231,7 @@ def test_load_sweep_of_a_single_run_directory(tmp_path):
 def test_summary_run_logs_the_results_table_to_wandb_offline(mixed_sweep, monkeypatch):
     from wandb_reader import run_info
 
-    from fgq.callbacks import log_to_wandb
+    from fgq.sweeps.wandb_summary import log_to_wandb
 
     monkeypatch.setenv("WANDB_MODE", "offline")  # never reach a server from tests
     result = aggregate(mixed_sweep, figures=False)

@@ -1,4 +1,4 @@
-"""``python -m fgq.train`` end to end in a subprocess: a few steps with every loss term, CSV logs, a resume from
+"""``python -m fgq.training`` end to end in a subprocess: a few steps with every loss term, CSV logs, a resume from
 ``last.ckpt`` and an export that loads through the normal checkpoint path."""
 
 import csv
@@ -23,7 +23,7 @@ def train(tmp_path, model: str, steps: int) -> subprocess.CompletedProcess:
             "train.val_scenes=1", "train.save_every=2", "train.log_every=1", "train.workers=0", "train.threads=1",
             "train.progress_bar=false", "logger=csv", f"train.ckpt_dir={tmp_path}/ckpt",
             f"train.export={tmp_path}/{model}.safetensors", f"hydra.run.dir={tmp_path}/run{steps}"]
-    proc = subprocess.run([sys.executable, "-m", "fgq.train", *args], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "fgq.training", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

@@ -1,4 +1,4 @@
-"""The Fisher-as-sensitivity-proxy validation (fgq/validation.py): shapes and ranges, the measured side against a
+"""The Fisher-as-sensitivity-proxy validation (fgq/validation/): shapes and ranges, the measured side against a
 by-hand one-block quantization, exact quantization measures 0, the uniform-noise model by hand, the model is
 left untouched, the picture, and the job (compose API, Fisher cache)."""
 
@@ -13,17 +13,13 @@ from helpers import fixture_images, fixture_pi3, fixture_vggt
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from fgq.fisher import TASKS, compute_fisher
+from fgq.fisher.compute import TASKS, compute_fisher
+from fgq.fisher.plots import save_scatter
 from fgq.quant import QuantSpec
 from fgq.quant.linear import swap_linears
-from fgq.validation import (
-    correlations,
-    fisher_validation,
-    predicted_loss,
-    run_fisher_validation,
-    save_scatter,
-    uniform_noise_variance,
-)
+from fgq.validation.correlation import correlations, predicted_loss, uniform_noise_variance
+from fgq.validation.job import run_fisher_validation
+from fgq.validation.measure import fisher_validation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

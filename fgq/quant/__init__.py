@@ -3,7 +3,7 @@ point, ``quantize(model, config, spec, calib, fisher)``."""
 
 from fgq.quant import fgq, flatquant, gptq, quantvggt, quarot, rtn, saving  # noqa: F401 — importing registers them
 from fgq.quant.fgq import FGQConfig
-from fgq.quant.flatquant import FlatQuantConfig
+from fgq.quant.flatquant_config import FlatQuantConfig
 from fgq.quant.gptq import GPTQConfig
 from fgq.quant.linear import QuantLinear
 from fgq.quant.quantvggt import QuantVGGTConfig

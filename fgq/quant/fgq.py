@@ -1,12 +1,12 @@
 """FGQ: FlatQuant calibration whose block loss is weighted per channel by the task Fisher.
 
-``fgq_method.md`` §1–§4: the activation Fisher ``[T, L, C]`` of the **FP** model (``fgq.fisher``) becomes
+``fgq_method.md`` §1–§4: the activation Fisher ``[T, L, C]`` of the **FP** model (``fgq.fisher.compute``) becomes
 per-block, per-channel weights ``w[l] ∈ R^C`` (``fisher_to_weights``), and block ``l``'s FlatQuant loss becomes
 ``mean(w[l] · (B̂_l(X) − B_l(X))²)`` (normalised as ``L / stopgrad(L)``). Everything else is FlatQuant with
 the same settings, so ``FGQConfig`` is ``FlatQuantConfig`` plus a ``fisher`` node (``FisherConfig``), and a
 model quantized by FGQ has FlatQuant's structure (same rebuild for reloading).
 
-The Fisher comes from the caller (``quantize(..., fisher=[3, L, C])``, tasks in ``fgq.fisher.TASKS`` order) or
+The Fisher comes from the caller (``quantize(..., fisher=[3, L, C])``, tasks in ``fgq.fisher.compute.TASKS`` order) or
 is computed here from the calibration data, through the cache when ``fisher.cache_dir`` is set. With
 ``fisher.granularity=none`` no Fisher is computed and the calibration is FlatQuant's, bit for bit.
 """
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fgq.fisher import TASKS, FisherConfig, as_fisher_config, fisher_summary, fisher_to_weights
-from fgq.fisher_cache import fisher_for
+from fgq.fisher.cache import fisher_for
+from fgq.fisher.compute import TASKS, FisherConfig, as_fisher_config, fisher_summary, fisher_to_weights
 from fgq.models.adapter import QuantView
 from fgq.quant.flatquant import FlatQuantConfig, flatquant_calibrate, rebuild_flatquant
 from fgq.quant.registry import register

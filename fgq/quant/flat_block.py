@@ -5,18 +5,16 @@ are described in :mod:`fgq.quant.flatquant`."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fgq.quant.flatquant_config import FlatQuantConfig
 from fgq.quant.primitives import fake_quant_with, qparams, quantize_weight
 from fgq.quant.spec import QuantSpec
 from fgq.quant.transforms import KroneckerTransform, SingleTransform, kron_apply
-
-if TYPE_CHECKING:
-    from fgq.quant.flatquant import FlatQuantConfig
 
 CLIP_LOGIT_INIT = 4.0  # sigmoid(4) ≈ 0.982, FlatQuant's LWC/LAC init
 TRANSFORMS = ("ln_trans", "v_trans", "o_trans", "fc1_trans", "fc2_trans")

@@ -12,7 +12,7 @@ record, per task ``k``::
 (camera = ``pose_enc`` / ``camera_poses``, depth, points = ``world_points`` / ``points``; ``QuantView.task_outputs``).
 The original weights and ``nn.Linear`` modules are put back after each block, bit for bit.
 
-**Predicted side**: ``pred[k, l] = Σ_c F[k, l, c] · s²[l, c]`` with ``F`` the task Fisher (``fgq.fisher``,
+**Predicted side**: ``pred[k, l] = Σ_c F[k, l, c] · s²[l, c]`` with ``F`` the task Fisher (``fgq.fisher.compute``,
 ``[T, L, C]``) and ``s²[l, c]`` the per-channel mean squared perturbation of block ``l``'s output under that
 block's quantization:
 
@@ -46,96 +46,25 @@ attribution ``mean_tokens(∂L_k/∂h_l · Δh_l)`` is not computed.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from fgq.fisher import TASKS, as_fisher_config, compute_fisher, take_clips, use_amp
-from fgq.fisher_plots import block_labels, normalized_by_mean, save_scatter
+from fgq.fisher.compute import TASKS, compute_fisher, take_clips, use_amp
+from fgq.fisher.plots import block_labels
 from fgq.models.adapter import LINEAR_PATHS, BlockRef, QuantView
 from fgq.quant.linear import QuantLinear, swap_linears
 from fgq.quant.primitives import quantize_weight
 from fgq.quant.spec import QuantSpec
+from fgq.validation.correlation import correlation_table, predicted_loss, uniform_noise_variance
 
 log = logging.getLogger(__name__)
 
 NOISE_MODELS = ("measured", "uniform")
 WRAPS = ("plain", "flatquant")
-R_KEYS = ("pearson", "spearman", "pearson_log10", "spearman_log10")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The predicted side
-
-
-def uniform_noise_variance(absmax: torch.Tensor, bits: int) -> torch.Tensor:
-    """``(2·absmax / 2^bits)² / 12``: the variance of uniform rounding noise of step ``2·absmax / 2^bits``."""
-    return (2.0 * absmax.double() / 2.0**bits).square() / 12.0
-
-
-def predicted_loss(fisher: torch.Tensor, noise_var: torch.Tensor) -> torch.Tensor:
-    """``pred[k, l] = Σ_c F[k, l, c] · s²[l, c]`` for a Fisher ``[T, L, C]`` and a noise variance ``[L, C]``
-    (float64)."""
-    if fisher.dim() != 3 or tuple(noise_var.shape) != tuple(fisher.shape[1:]):
-        raise ValueError(f"fisher {tuple(fisher.shape)} and noise variance {tuple(noise_var.shape)}: expected "
-                         "[T, L, C] and [L, C]")
-    return (fisher.double() * noise_var.double().unsqueeze(0)).sum(dim=-1)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Correlations
-
-
-def _finite_pair(x: Sequence[float], y: Sequence[float], log10: bool) -> tuple[list[float], list[float]]:
-    xs, ys = [], []
-    for a, b in zip(x, y, strict=True):
-        if log10:
-            if not (a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)):
-                continue
-            a, b = math.log10(a), math.log10(b)
-        elif not (math.isfinite(a) and math.isfinite(b)):
-            continue
-        xs.append(a)
-        ys.append(b)
-    return xs, ys
-
-
-def _r(fn, x: list[float], y: list[float]) -> float | None:
-    """``fn(x, y)`` (a scipy.stats correlation) or ``None`` where undefined (< 3 points, or a constant side)."""
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    value = float(fn(x, y)[0])
-    return value if math.isfinite(value) else None
-
-
-def correlations(predicted: Sequence[float], measured: Sequence[float]) -> dict:
-    """Pearson and Spearman r between predicted and measured values, on the linear and the log10 scale
-    (``None`` where undefined); ``n`` and ``n_log10``: the points used."""
-    from scipy import stats
-
-    out: dict = {}
-    for log10 in (False, True):
-        x, y = _finite_pair(predicted, measured, log10)
-        suffix = "_log10" if log10 else ""
-        out[f"pearson{suffix}"] = _r(stats.pearsonr, x, y)
-        out[f"spearman{suffix}"] = _r(stats.spearmanr, x, y)
-        out[f"n{suffix}"] = len(x)
-    return out
-
-
-def correlation_table(predicted: dict[str, list[float]], measured: dict[str, list[float]]) -> dict:
-    """``{task: correlations, "pooled": …, "pooled_normalized": …}`` for per-task lists over blocks."""
-    tasks = list(predicted)
-    out = {t: correlations(predicted[t], measured[t]) for t in tasks}
-    out["pooled"] = correlations([v for t in tasks for v in predicted[t]], [v for t in tasks for v in measured[t]])
-    out["pooled_normalized"] = correlations([v for t in tasks for v in normalized_by_mean(predicted[t])],
-                                            [v for t in tasks for v in normalized_by_mean(measured[t])])
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -260,7 +189,7 @@ def fisher_validation(
 ) -> dict:
     """Fisher-predicted vs measured per-block loss for every calibrated block of ``model`` (see the module
     docstring). ``calib``: batches of clips (the first ``num_clips`` are used; ``None`` = all); ``fisher``:
-    ``[3, L, C]`` in ``fgq.fisher.TASKS`` order (computed here from the same clips when ``None``); ``device``:
+    ``[3, L, C]`` in ``fgq.fisher.compute.TASKS`` order (computed here from the same clips when ``None``); ``device``:
     default where the parameters are; ``amp``: ``None`` = bf16 autocast on CUDA (as the Fisher), fp32 on CPU;
     ``wrap``: ``plain`` | ``flatquant`` (the official set-up; modifies ``model`` in place, after the Fisher is
     taken from the plain model); ``seed``: the transforms of ``wrap="flatquant"``.
@@ -363,104 +292,3 @@ def fisher_validation(
         "noise_var_mean": {name: [float(v) for v in var.mean(dim=1)] for name, var in noise_var.items()},
         "time_s": time.perf_counter() - start,
     }
-
-
-def r_summary(result: dict) -> dict[str, float]:
-    """Flat ``{"<noise>/<task|pooled>/<r key>": r}`` of every defined r value (for loggers and the console)."""
-    out = {}
-    for side in (result, result["alternative"]):
-        groups = {**side["tasks"], "pooled": side["pooled"], "pooled_normalized": side["pooled_normalized"]}
-        for name, values in groups.items():
-            for key in R_KEYS:
-                if values.get(key) is not None:
-                    out[f"{side['noise']}/{name}/{key}"] = values[key]
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The job (``python run.py experiment=fisher_validation``)
-
-
-def run_fisher_validation(cfg, out_dir: Path, choices: dict[str, str], group: str | None = None) -> dict:
-    """Build the model and the calibration clips as a quantization job does, take the Fisher through the cache
-    (``cfg.fisher``), run ``fisher_validation`` with the spec of ``cfg.bits`` and the settings of
-    ``cfg.validation`` (``noise``, ``num_clips``, ``noise_bits``, ``wrap``, ``amp``; all optional), write
-    ``metrics.json`` and ``fisher_validation.png`` to ``out_dir``, log the r values. Returns the metrics."""
-    import lightning as L
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from fgq.config import ConfigError, validate
-    from fgq.io import write_json_atomic
-    from fgq.loggers import finish, log_images, make_loggers
-    from fgq.pipeline import _device, build_data, config_digest, peak_memory
-
-    spec = validate(cfg)
-    if spec.is_fp:
-        raise ConfigError("bits=w16a16 quantizes nothing: the Fisher validation needs bits < 16 (e.g. bits=w4a4)")
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    settings = OmegaConf.to_container(cfg.get("validation") or {}, resolve=True)
-    fisher_cfg = as_fisher_config(OmegaConf.to_container(cfg.fisher, resolve=True) if cfg.get("fisher") else None)
-    model = instantiate(cfg.model)
-    _, calib = build_data(cfg)
-    if calib is None:
-        raise ConfigError("the Fisher validation needs calibration clips (calib.source)")
-    device = torch.device(_device(cfg.trainer.accelerator))
-    loggers = make_loggers(cfg, out_dir, choices, group, job_type="fisher_validation")
-    try:
-        from fgq.fisher_cache import fisher_for
-
-        model.to(device)
-        t = time.perf_counter()
-        fisher, hit = fisher_for(model, calib, fisher_cfg, device)
-        fisher_s = time.perf_counter() - t
-        log.info("Fisher %s", "loaded from the cache" if hit else "computed")
-        result = fisher_validation(
-            model, calib, spec, fisher=fisher, device=device, noise=settings.get("noise", "measured"),
-            num_clips=settings.get("num_clips"), noise_bits=settings.get("noise_bits"),
-            wrap=settings.get("wrap", "plain"), amp=settings.get("amp"), seed=int(settings.get("seed", 0)))
-        figure = save_scatter(result, out_dir)
-        metrics = {
-            "status": "ok",
-            "job": "fisher_validation",
-            "choices": choices,
-            "spec": spec.to_dict(),
-            "fisher": {"cache_hit": hit, "time_s": fisher_s, "estimator": fisher_cfg.estimator,
-                       "num_clips": fisher_cfg.num_clips},
-            "validation": result,
-            "r": r_summary(result),
-            "figure": figure.name,
-            "timings": {"fisher_s": fisher_s, "validation_s": result["time_s"],
-                        "total_s": time.perf_counter() - start},
-            "peak_memory": peak_memory(),
-            "config_digest": config_digest(cfg),
-        }
-        write_json_atomic(out_dir / "metrics.json", metrics)
-        values = {f"validation/{k}": v for k, v in metrics["r"].items()}
-        values.update({f"time/{k}": v for k, v in metrics["timings"].items()})
-        for logger in loggers:
-            logger.log_metrics(values)
-            logger.save()
-        log_images(loggers, {"validation/scatter": figure})
-        for line in format_summary(result):
-            log.info(line)
-        return metrics
-    finally:
-        finish(loggers)
-
-
-def format_summary(result: dict) -> list[str]:
-    """Console lines: the r values per task and pooled, for the primary noise model."""
-    def fmt(v):
-        return "   –  " if v is None else f"{v:+.3f}"
-
-    lines = [f"Fisher validation ({result['noise']} noise, {result['wrap']}, w{result['spec']['w_bits']}"
-             f"a{result['spec']['a_bits']}, {len(result['blocks'])} blocks, {result['clips']} clips)",
-             f"{'':18s} {'pearson':>8s} {'spearman':>8s} {'pear.log':>8s}"]
-    groups = {**result["tasks"], "pooled": result["pooled"], "pooled_normalized": result["pooled_normalized"]}
-    for name, r in groups.items():
-        lines.append(f"{name:18s} {fmt(r['pearson']):>8s} {fmt(r['spearman']):>8s} {fmt(r['pearson_log10']):>8s}")
-    return lines

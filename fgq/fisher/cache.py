@@ -16,35 +16,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from fgq.fisher import CACHE_VERSION, TASKS, FisherConfig, compute_fisher, take_clips, use_amp
+from fgq.digest import data_digest, model_digest
+from fgq.fisher.compute import CACHE_VERSION, TASKS, FisherConfig, compute_fisher, take_clips, use_amp
 from fgq.io import atomic_write
 
 log = logging.getLogger(__name__)
-
-def model_digest(model: nn.Module) -> str:
-    """sha256 of the model class, its architecture (``model.arch`` and the module tree), and every state-dict
-    tensor's name, dtype, shape and bytes."""
-    h = hashlib.sha256()
-    arch = {"class": type(model).__name__, "arch": getattr(model, "arch", None), "modules": repr(model)}
-    h.update(json.dumps(arch, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
-def data_digest(batches: Sequence[dict]) -> str:
-    """sha256 of the clips: image tensor bytes, shapes and each batch's ``meta`` (sequence, frame ids, ...)."""
-    h = hashlib.sha256()
-    for batch in batches:
-        images = batch["images"].detach().to("cpu", torch.float32).contiguous()
-        h.update(f"images|{tuple(images.shape)}".encode())
-        h.update(images.reshape(-1).view(torch.uint8).numpy())
-        h.update(json.dumps(batch.get("meta"), sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
 
 class FisherCache:
     """Fishers stored as ``<cache_dir>/fisher-<sha256>.safetensors`` (tensor ``fisher`` + metadata).

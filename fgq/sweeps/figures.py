@@ -12,9 +12,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on cluster nodes or in CI
 import matplotlib.pyplot as plt
 
-from fgq.report import Plot
-from fgq.sweep import Sweep
-from fgq.tables import Table, bits_label
+from fgq.sweeps.reading import Sweep
+from fgq.sweeps.render import Plot
+from fgq.sweeps.table import Table, bits_label
 
 
 def _slug(text: str) -> str:

@@ -1,4 +1,4 @@
-"""Train a tiny VGGT or π3 on synthetic scenes: ``python -m fgq.train model=vggt_tiny``.
+"""Train a tiny VGGT or π3 on synthetic scenes: ``python -m fgq.training model=vggt_tiny``.
 
 Lightning ``fit``, seeded, resumable from ``train.ckpt_dir/last.ckpt``; at the end the weights are exported
 as safetensors (the file ``conf/model/<name>.yaml`` points at), loadable through the normal checkpoint path.
@@ -20,13 +20,14 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
-from fgq.correspondence import AttentionMatchLoss, patch_matches
+from fgq import ROOT
 from fgq.data.batch import collate
 from fgq.data.synthetic import SyntheticScenes
 from fgq.evaluation import DatasetEvaluator
 from fgq.io import save_state_dict
 from fgq.loggers import finish, make_loggers
-from fgq.losses import normalize_scene, pi3_loss, vggt_loss
+from fgq.training.correspondence import AttentionMatchLoss, patch_matches
+from fgq.training.losses import normalize_scene, pi3_loss, vggt_loss
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
@@ -139,7 +140,7 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> Path:
     return export
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path=str(ROOT / "conf"), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     choices = {k: str(v) for k, v in hc.runtime.choices.items() if not k.startswith("hydra") and v is not None}

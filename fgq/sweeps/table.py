@@ -1,13 +1,9 @@
-"""Paper-layout tables of a sweep: ``python -m fgq.tables multirun/<date>/<time>_<task>`` (also run by the Hydra
-callback ``fgq.callbacks.AggregateSweep`` at the end of every ``run.py -m``).
-
-Reads the job directories (``fgq.sweep``), never recomputes anything, and writes next to them ``table.md``,
-``table.csv`` (paper layout), ``table.tex``, ``results.csv`` (one line per job × metric), ``figures/`` and a
-self-contained ``report.html``. Rows are grouped by bit setting as in the paper, an FP row first (from the jobs'
-FP evaluation); failed, unfinished and never-started jobs stay in the table with their status. When the model
-and an evaluation set are the paper's (``experiments/reference/paper_results.csv``), the paper's numbers stand
-beside ours with the differences, and FGQ's relative improvement over each baseline (the paper's "up to 39 %")
-is computed for ours and for the paper's numbers.
+"""The paper-layout tables of a sweep (built by ``fgq.sweeps.aggregate``; the figures and the W&B summary read
+them too). Rows are grouped by bit setting as in the paper, an FP row first (from the jobs' FP evaluation);
+failed, unfinished and never-started jobs stay in the table with their status. When the model and an evaluation
+set are the paper's (``experiments/reference/paper_results.csv``), the paper's numbers stand beside ours with the
+differences, and FGQ's relative improvement over each baseline (the paper's "up to 39 %") is computed for ours
+and for the paper's numbers.
 
 The layout comes from the experiment's ``report`` node (``experiments/*.yaml``): ``title``, ``table`` (paper
 table ids), ``columns`` (``task/metric`` for every evaluation set that has it, ``cost/<name>``, or
@@ -18,16 +14,13 @@ default ``[quantizer]``), ``labels`` (display name of a setting's value, also us
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from fgq.paper import PAPER_METRICS, PAPER_MODELS, load_reference, paper_value
-from fgq.report import Grid, render_latex, render_markdown, write_csv, write_html, write_text
-from fgq.sweep import SECTION_KEYS, Job, Sweep, load_sweep
+from fgq.sweeps.paper import PAPER_METRICS, PAPER_MODELS, load_reference, paper_value
+from fgq.sweeps.reading import SECTION_KEYS, Job, Sweep
+from fgq.sweeps.render import Grid
 
 METHOD_NAMES = {"rtn": "RTN", "gptq": "GPTQ", "quarot": "QuaRot", "flatquant": "FlatQuant", "quantvggt": "QuantVGGT",
                 "fgq": "FGQ", "load": "loaded"}
@@ -302,18 +295,6 @@ def headline(table: Table, ours: str) -> list[str]:
     return lines
 
 
-@dataclass
-class Aggregate:
-    sweep: Sweep
-    tables: list[Table]
-    files: dict[str, Path]
-    markdown: str
-
-    @property
-    def problems(self) -> list[Job]:
-        return [j for j in self.sweep.jobs if j.status != "ok"]
-
-
 def long_rows(tables: list[Table]) -> list[dict]:
     """One line per (table, row, column): what ``results.csv`` and the W&B Table hold."""
     out = []
@@ -328,54 +309,3 @@ def long_rows(tables: list[Table]) -> list[dict]:
                             "delta": value - paper if value is not None and paper is not None else None,
                             "error": row.job.error if row.job else ""})
     return out
-
-
-def aggregate(root: str | Path, reference: dict | None = None, figures: bool = True) -> Aggregate:
-    """Build every table of the sweep in ``root`` and write the files listed in the module doc."""
-    from fgq.sweep_plots import make_figures
-
-    sweep = load_sweep(root)
-    tables = build_tables(sweep, reference)
-    ours = str(sweep.report.get("ours") or "FGQ")
-    title = str(sweep.report.get("title") or f"Sweep {sweep.path.name}")
-    counts = sweep.counts()
-    intro = [f"Sweep `{sweep.path}`: {len(sweep.jobs)} jobs, " + ", ".join(f"{n} {s}" for s, n in counts.items())]
-    sections = [(t.title, grids(t, ours), t.notes + headline(t, ours)) for t in tables]
-    problems = [f"job {j.name} ({' '.join(f'{k}={v}' for k, v in j.overrides.items())}): {j.status} — {j.error}"
-                + (f" ({j.path})" if j.path else "") for j in sweep.jobs if j.status != "ok"]
-    root = sweep.path
-    files = {"markdown": root / "table.md", "csv": root / "table.csv", "latex": root / "table.tex",
-             "results": root / "results.csv", "html": root / "report.html"}
-    markdown = render_markdown(title, intro, sections, problems)
-    write_text(files["markdown"], markdown)
-    write_text(files["latex"], render_latex(title, sections))
-    write_csv(files["csv"], [(name, g[0]) for name, g, _ in sections])
-    rows = long_rows(tables)
-    write_csv(files["results"], [], records=rows)
-    plots = make_figures(sweep, tables, root / "figures") if figures else []
-    write_html(files["html"], title, intro, sections, problems, plots)
-    return Aggregate(sweep, tables, {**files, **{f"figure:{p.name}": p.path for p in plots}}, markdown)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fgq.tables", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dir", help="a sweep directory (multirun/<date>/<time>_<task>)")
-    parser.add_argument("--wandb", action="store_true", help="also log the tables and figures to W&B")
-    parser.add_argument("--no-figures", action="store_true", help="tables only (no matplotlib)")
-    args = parser.parse_args(argv)
-    try:
-        result = aggregate(args.sweep_dir, figures=not args.no_figures)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(result.markdown)
-    print(f"written: {', '.join(str(p) for k, p in result.files.items() if not k.startswith('figure:'))}")
-    if args.wandb:
-        from fgq.callbacks import log_to_wandb
-
-        log_to_wandb(result)
-    return 1 if result.problems else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

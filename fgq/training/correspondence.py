@@ -20,7 +20,7 @@ def patch_matches(gt: dict, patch: int, tolerance: float = 0.03) -> tuple[torch.
     """For the centre pixel of every patch of frames 1..S−1: the index of the frame-0 patch that sees the same
     surface point, and whether it is seen there (inside the image, not occluded: depth within ``tolerance``).
 
-    ``gt``: normalised ground truth (:func:`fgq.losses.normalize_scene`). Returns ``[B, S−1, h·w]`` each."""
+    ``gt``: normalised ground truth (:func:`fgq.training.losses.normalize_scene`). Returns ``[B, S−1, h·w]`` each."""
     depth, points, ext, k = gt["depth"], gt["world_points"], gt["extrinsics"], gt["intrinsics"]
     height, width = depth.shape[-2:]
     h, w = height // patch, width // patch

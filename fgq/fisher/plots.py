@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from fgq.fisher import TASKS
+from fgq.fisher.compute import TASKS
 
 
 def normalized_by_mean(values: Sequence[float]) -> list[float]:
