@@ -60,7 +60,6 @@ def main() -> None:
         if "seq_id_map" in cfg.dataset.eval[name].data:
             OmegaConf.update(cfg, f"dataset.eval.{name}.data.seq_id_map", str(tmp / f"{name}_map.json"))
         model = instantiate(cfg.model).eval()
-        view = model.quant_view()
         node = cfg.dataset.eval[name]
         protocol = OmegaConf.to_container(node.protocol, resolve=True)
         data = instantiate(node.data)
@@ -74,7 +73,7 @@ def main() -> None:
             with torch.no_grad():
                 pred = model(batch["images"])
                 size = tuple(batch["depth"].shape[-2:]) if "depth" in batch else None
-                geometry = view.geometry(pred, protocol.get("points_source", "depth_camera"), size=size,
+                geometry = model.geometry(pred, protocol.get("points_source", "depth_camera"), size=size,
                                          resize=protocol.get("pred_resize", "bilinear"))
             t2 = time.perf_counter()
             evaluator.update(geometry, batch)

@@ -191,7 +191,7 @@ def main() -> None:
     for name in args.models.split(","):
         model = build_model(name.strip(), args).to(device)
         view = model.quant_view()
-        width = view.blocks[0].module.norm1.normalized_shape[-1]
+        width = view.channels
         params = sum(p.numel() for p in model.parameters()) / 1e6
         print(f"\n== {name}: {len(view.blocks)} blocks, width {width}, {params:.1f} M parameters")
         a = bench_fisher_pass(model, calib, device, args.repeats)

@@ -166,7 +166,7 @@ class TargetSession:
 
 
 class TargetCache:
-    """The store ``fgq.quant.calibrate.use_target_store`` hands to the calibration engine (FP propagation only).
+    """The store ``QuantContext.target_store`` hands to the calibration engine (FP propagation only).
 
     ``loader``: the calibration loader the job's key describes. An algorithm that calibrates on other clips (a
     subset, a new order: QuantVGGT's sampling) gets a key from those clips' bytes instead."""

@@ -17,7 +17,6 @@ class QuantExperiment(L.LightningModule):
     def __init__(self, model: nn.Module, protocols: dict[str, dict]) -> None:
         super().__init__()
         self.model = model
-        self.view = model.quant_view()
         self.names = list(protocols)
         self.protocols = protocols
         self.phase = "fp"
@@ -41,7 +40,7 @@ class QuantExperiment(L.LightningModule):
             predictions = self.model(batch["images"])
         protocol = self.protocols[name]
         size = tuple(batch["depth"].shape[-2:]) if "depth" in batch else None
-        geometry = self.view.geometry(predictions, protocol.get("points_source", "depth_camera"), size=size,
+        geometry = self.model.geometry(predictions, protocol.get("points_source", "depth_camera"), size=size,
                                       resize=protocol.get("pred_resize", "bilinear"))
         self._evaluators[name].update(geometry, batch)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -22,16 +21,11 @@ from fgq.caches import ResultCache, TargetCache, fp_eval_key, fp_targets_key
 from fgq.config import ConfigError, calib_node, validate
 from fgq.data.batch import collate
 from fgq.data.files import DataError
-from fgq.fisher.cache import fisher_for
-from fgq.fisher.compute import fisher_to_weights
-from fgq.fisher.plots import block_labels, save_fisher_figures
 from fgq.io import write_json_atomic
 from fgq.loggers import finish, log_images, make_loggers
 from fgq.module import QuantExperiment
-from fgq.quant import FGQConfig, LoadConfig, QuantSpec, quantize, save_quantized
-from fgq.quant.calibrate import use_target_store
-from fgq.quant.registry import needs_calibration
-from fgq.quant.saving import saved_spec
+from fgq.quant import QuantContext, quantize, save_quantized
+from fgq.quant.registry import needs_calibration, resolved_spec, saveable
 
 log = logging.getLogger(__name__)
 # Lightning's start-up banner (GPU/TPU availability, tips) adds nothing to a PTQ job's log.
@@ -136,24 +130,6 @@ def build_data(cfg: DictConfig, with_calib: bool = True) -> tuple[dict[str, Data
     return loaders, calib
 
 
-def fisher_for_job(model, qconfig, spec: QuantSpec, calib, device: torch.device, out_dir: Path, loggers: list,
-                   timings: dict):
-    """FGQ: the task Fisher (through the cache) and its pictures in the job dir, and whether the cache had it;
-    (None, None) for other quantizers. ``timings["fisher_s"]``: the time to get it, part of FGQ's calibration
-    cost (paper Table 6)."""
-    if not isinstance(qconfig, FGQConfig) or spec.is_fp or qconfig.fisher.granularity == "none":
-        return None, None
-    fc = qconfig.fisher
-    t = time.perf_counter()
-    fisher, hit = fisher_for(model, calib, fc, device)
-    timings["fisher_s"] = time.perf_counter() - t
-    log.info("Fisher %s", "loaded from the cache" if hit else "computed")
-    weights = fisher_to_weights(fisher, fc.task_weight_vector(), fc.granularity, fc.floor, fc.normalize)
-    paths = save_fisher_figures(fisher, out_dir, block_labels(model.quant_view()), weights=weights)
-    log_images(loggers, {f"fisher/{p.stem}": p for p in paths})
-    return fisher, hit
-
-
 def evaluate_fp(cfg: DictConfig, trainer: L.Trainer, module: QuantExperiment, loaders: dict, loggers: list
                 ) -> bool | None:
     """The FP evaluation into ``module.results["fp"]``, through the shared cache when ``cache.enabled``; returns
@@ -201,10 +177,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = instantiate(cfg.model)
     qconfig = instantiate(cfg.quantizer)
-    if isinstance(qconfig, LoadConfig):  # a saved quantized model is evaluated with the bits it was made with
-        spec = saved_spec(qconfig)
-    if isinstance(qconfig, FGQConfig) and not (cfg.get("cache") or {}).get("enabled", True):
-        qconfig.fisher = dataclasses.replace(qconfig.fisher, cache_dir=None)  # cache=none: recompute everything
+    spec = resolved_spec(qconfig, spec)  # e.g. a saved quantized model keeps the bits it was made with
     loaders, calib = build_data(cfg, with_calib=not spec.is_fp and needs_calibration(qconfig))
     protocols = {name: OmegaConf.to_container(node.protocol, resolve=True) for name, node in cfg.dataset.eval.items()}
     loggers = make_loggers(cfg, out_dir, choices, group)
@@ -221,15 +194,15 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
         else:
             device = torch.device(_device(cfg.trainer.accelerator))  # Lightning's teardown leaves the model on CPU
             module.model.to(device)
-            fisher, hit = fisher_for_job(module.model, qconfig, spec, calib, device, out_dir, loggers, timings)
-            hits["fisher"] = hit if fisher is not None and qconfig.fisher.cache_dir else None  # None: no cache
             log.info("quantizing: quantizer=%s bits=%s", choices.get("quantizer"), choices.get("bits"))
-            with use_target_store(target_store(cfg, device, calib)):
-                cost = quantize(module.model, qconfig, spec, calib=calib, fisher=fisher, device=device)
+            context = QuantContext(
+                calib=calib, device=device, target_store=target_store(cfg, device, calib),
+                use_caches=bool((cfg.get("cache") or {}).get("enabled", True)), out_dir=out_dir,
+                log_images=lambda images: log_images(loggers, images))
+            cost = quantize(module.model, qconfig, spec, context)
             hits["fp_targets"] = (cost.get("fp_targets") or {}).get("hit")
-            if fisher is not None:
-                cost.setdefault("fisher", {})["cache_hit"] = hit
-            if cfg.get("save_quantized") and not isinstance(qconfig, LoadConfig):
+            hits["fisher"] = (cost.get("fisher") or {}).get("cache_hit")  # None: no Fisher, or no cache
+            if cfg.get("save_quantized") and saveable(qconfig):
                 cost["saved"] = str(save_quantized(module.model, cfg.quantizer, spec, out_dir))
             module.phase = "quant"
             t = time.perf_counter()

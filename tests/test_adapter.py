@@ -74,6 +74,17 @@ def test_linears_and_norms_are_the_block_modules():
         assert all(model.get_submodule(n) is lin for n, lin in names.items())
 
 
+def test_view_gives_width_dtype_and_token_layout():
+    for model in (fixture_vggt(), fixture_pi3()):
+        view = model.quant_view()
+        assert view.channels == view.blocks[0].module.norm1.normalized_shape[-1]
+        owner = getattr(model, "aggregator", model)  # where each family keeps its token layout
+        assert view.patch_start == owner.patch_start_idx == model.patch_start_idx > 0
+        assert all(ref.param_dtype == torch.float32 for ref in view.blocks)
+        model.to(torch.bfloat16)
+        assert all(ref.param_dtype == torch.bfloat16 for ref in view.blocks)
+
+
 def test_task_outputs():
     images = fixture_images((1, 2, 3, 28, 28))
     for model in (fixture_vggt(), fixture_pi3()):

@@ -7,8 +7,7 @@ import torch
 from fgq.config import ConfigError, expand_dataset_aliases
 from fgq.data.batch import check_clip, collate, make_clip
 from fgq.evaluation import DatasetEvaluator
-from fgq.models.adapter import resize_maps
-from fgq.models.geometry import unproject_depth
+from fgq.models.geometry import resize_maps, unproject_depth
 
 
 def _cameras(s=2):
@@ -77,7 +76,7 @@ def test_vggt_geometry_at_ground_truth_size():
     model = fixture_vggt().eval()
     with torch.no_grad():
         pred = model(torch.rand(1, 2, 3, 28, 28))
-    geo = model.quant_view().geometry(pred, size=(20, 30))
+    geo = model.geometry(pred, size=(20, 30))
     assert geo["depth"].shape == (1, 2, 20, 30) and geo["points"].shape == (1, 2, 20, 30, 3)
     # The cameras are decoded for the ground truth's size: principal point at its centre.
     from fgq.models.geometry import pose_encoding_to_extri_intri

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fgq.fisher.compute import FisherConfig, compute_fisher
-from fgq.quant import FlatQuantConfig, LoadConfig, QuantSpec, quantize, save_quantized
+from fgq.quant import FlatQuantConfig, LoadConfig, QuantContext, QuantSpec, quantize, save_quantized
 from fgq.quant.fgq import FGQConfig
 from fgq.quant.flat_block import FlatQuantBlock
 
@@ -108,6 +108,17 @@ def test_fisher_cache_through_the_quantizer(tmp_path):
     assert first["source"] == "computed" and second["source"] == "cache"
     assert first["block_mean"] == second["block_mean"]
     assert len(list(tmp_path.glob("fisher-*.safetensors"))) == 1
+
+
+def test_context_takes_pictures_and_can_bypass_the_cache(tmp_path):
+    logged = {}
+    config = FGQConfig(epochs=0, fisher=FisherConfig(cache_dir=str(tmp_path / "cache")))
+    context = QuantContext(calib=CALIB, out_dir=tmp_path / "job", log_images=logged.update, use_caches=False)
+    cost = quantize(fixture_vggt(), config, W4A4, context)
+    assert cost["fisher"]["source"] == "computed" and "cache_hit" not in cost["fisher"]
+    assert not (tmp_path / "cache").exists()  # use_caches=False: the cache is neither read nor written
+    assert {p.name for p in (tmp_path / "job").iterdir()} == {"fisher_blocks.png", "fisher_channels.png"}
+    assert set(logged) == {"fisher/fisher_blocks", "fisher/fisher_channels"}
 
 
 def test_save_and_reload(tmp_path):

@@ -36,7 +36,7 @@ def _brute_force(model, clips, tasks=TASKS) -> torch.Tensor:
     """The official way, one block at a time: parameters keep requires_grad, a fresh forward per clip, task and
     block, ``retain_grad`` on that block's output, ``backward`` of the summed task output, square, sum."""
     view = model.quant_view()
-    out = torch.zeros(len(tasks), len(view.blocks), view.blocks[0].module.norm1.normalized_shape[0])
+    out = torch.zeros(len(tasks), len(view.blocks), view.channels)
     for k, task in enumerate(tasks):
         for ref in view.blocks:
             for images in clips:

@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fgq.pipeline import run
-from fgq.quant import QuantSpec, QuantVGGTConfig, quantize
+from fgq.quant import QuantContext, QuantSpec, QuantVGGTConfig, quantize
 from fgq.quant.diverse_sampling import (
     SamplerConfig,
     diverse_sample,
@@ -110,7 +110,7 @@ def test_smoothing_init_follows_the_formula(weight_stat):
     handle.remove()
     view.blocks = view.blocks[:1]
     config = QuantVGGTConfig(smooth_weight_stat=weight_stat, epochs=0, sampling=SamplerConfig(enabled=False))
-    quantvggt(view, config, W4A4, calib=CALIB[:1])  # the registered function, on a one-block view
+    quantvggt(view, config, W4A4, QuantContext(calib=CALIB[:1]))  # the registered function, on a one-block view
     layer = ref.module.attn.qkv
     rotation = layer.rotation
     act = rotation(seen[0]).abs().amax(dim=1).mean(dim=0)

@@ -12,7 +12,17 @@ from omegaconf import OmegaConf
 from fgq.config import ConfigError
 from fgq.models import CheckpointError
 from fgq.pipeline import run
-from fgq.quant import FlatQuantConfig, GPTQConfig, LoadConfig, QuantSpec, RTNConfig, quantize, save_quantized
+from fgq.quant import (
+    FlatQuantConfig,
+    GPTQConfig,
+    LoadConfig,
+    QuantContext,
+    QuantSpec,
+    RTNConfig,
+    quantize,
+    save_quantized,
+)
+from fgq.quant.registry import resolved_spec, saveable
 
 SPEC = QuantSpec(w_bits=4, a_bits=8)
 CALIB = [{"images": fixture_images((1, 2, 3, 28, 28), seed=k)} for k in range(2)]
@@ -22,9 +32,9 @@ def _node(target: str):
     return OmegaConf.create({"_target_": target})
 
 
-@pytest.mark.parametrize(("config", "target"), [(RTNConfig(), "fgq.quant.rtn.RTNConfig"),
-                                                 (GPTQConfig(), "fgq.quant.gptq.GPTQConfig"),
-                                                 (FlatQuantConfig(epochs=1), "fgq.quant.flatquant.FlatQuantConfig")])
+@pytest.mark.parametrize(("config", "target"), [
+    (RTNConfig(), "fgq.quant.rtn.RTNConfig"), (GPTQConfig(), "fgq.quant.gptq.GPTQConfig"),
+    (FlatQuantConfig(epochs=1), "fgq.quant.flatquant_config.FlatQuantConfig")])
 def test_reload_gives_identical_outputs(tmp_path, config, target):
     model = fixture_vggt()
     quantize(model, config, SPEC, calib=CALIB)
@@ -55,6 +65,21 @@ def test_other_bits_are_refused(tmp_path):
     path = save_quantized(model, _node("fgq.quant.rtn.RTNConfig"), SPEC, tmp_path)
     with pytest.raises(CheckpointError, match="bits=w4a8"):
         quantize(fixture_vggt(), LoadConfig(str(path)), QuantSpec(w_bits=4, a_bits=4))
+
+
+def test_registry_says_a_loaded_model_keeps_its_bits_and_is_not_saved_again(tmp_path):
+    model = fixture_vggt()
+    quantize(model, RTNConfig(), SPEC)
+    path = save_quantized(model, _node("fgq.quant.rtn.RTNConfig"), SPEC, tmp_path)
+    load = LoadConfig(str(path))
+    assert resolved_spec(load, QuantSpec(w_bits=4, a_bits=4)) == SPEC and not saveable(load)
+    assert resolved_spec(RTNConfig(), QuantSpec(w_bits=4, a_bits=4)) == QuantSpec(w_bits=4, a_bits=4)
+    assert saveable(RTNConfig())
+
+
+def test_quantize_takes_a_context_or_its_fields_not_both():
+    with pytest.raises(TypeError, match="not both"):
+        quantize(fixture_vggt(), RTNConfig(), SPEC, QuantContext(), device="cpu")
 
 
 def test_missing_or_corrupt_files(tmp_path):

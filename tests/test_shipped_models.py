@@ -25,13 +25,12 @@ def evaluate(name: str):
         cfg = compose(name)
     assert cfg.checkpoint and str(cfg.checkpoint).endswith(f"weights/{name}.safetensors")
     model = instantiate(cfg)
-    view = model.quant_view()
     data = SyntheticScenes(split="eval", num_scenes=SCENES)
     ours, trivial = (DatasetEvaluator(points_stride=2, icp=False) for _ in range(2))
     with torch.no_grad():
         for i in range(len(data)):
             batch = collate([data[i]])
-            ours.update(view.geometry(model(batch["images"])), batch)
+            ours.update(model.geometry(model(batch["images"])), batch)
             trivial.update(trivial_geometry(batch), batch)
     return ours.compute(), trivial.compute()
 

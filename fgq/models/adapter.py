@@ -1,5 +1,9 @@
 """The quantization view of a model: the one interface quantizers, calibration and the Fisher talk to.
 
+Quantized blocks that rebuild a block's computation use its parts from here (``attention_core``,
+``pre_norm_residual``: the same functions ``fgq.models.layers.Block`` runs), so they cannot drift from it.
+Evaluation geometry is the model's own (``model.geometry``), not part of this view.
+
 Hidden states between calibrated blocks are always ``[B, S, P, C]`` (batch, frames, tokens per frame,
 width) with positions ``[B, S, P, 2]``; each block reshapes to what it attends over (a frame block sees
 ``[B·S, P, C]``, a global block ``[B, S·P, C]``).
@@ -12,7 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from fgq.models import geometry
+from fgq.models.layers import attention_core, pre_norm_residual
+
+__all__ = ["LINEAR_PATHS", "BlockRef", "Pi3View", "QuantView", "VGGTView", "attention_core", "pre_norm_residual"]
 
 # Short name → path inside a block, in true-sequential order.
 LINEAR_PATHS = {"qkv": "attn.qkv", "proj": "attn.proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
@@ -29,6 +35,11 @@ class BlockRef:
     linears: dict[str, nn.Linear] = field(default_factory=dict)  # qkv, proj, fc1, fc2
     norms: dict[str, nn.LayerNorm] = field(default_factory=dict)  # the norm feeding qkv and fc1
 
+    @property
+    def param_dtype(self) -> torch.dtype:
+        """The dtype the block's parameters are stored in (a quantizer that computes in fp32 casts back to it)."""
+        return next(p.dtype for p in self.module.parameters() if p.is_floating_point())
+
     @staticmethod
     def of(index: int, name: str, kind: str, block: nn.Module) -> BlockRef:
         linears = {short: block.get_submodule(path) for short, path in LINEAR_PATHS.items()}
@@ -44,6 +55,16 @@ class QuantView:
         self.model = model
         self.blocks: list[BlockRef] = []
 
+    @property
+    def channels(self) -> int:
+        """Width ``C`` of the hidden states between blocks (the Fisher's last axis)."""
+        return self.blocks[0].linears["qkv"].in_features
+
+    @property
+    def patch_start(self) -> int:
+        """Tokens per frame before the patches (camera and register tokens)."""
+        return int(self.model.patch_start_idx)
+
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Everything before the first calibrated block: images ``[B, S, 3, H, W]`` → (x, pos)."""
         raise NotImplementedError
@@ -52,14 +73,7 @@ class QuantView:
         raise NotImplementedError
 
     def task_outputs(self, predictions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The tensor each task's Fisher and metrics read: camera, depth, points."""
-        raise NotImplementedError
-
-    def geometry(self, predictions: dict[str, torch.Tensor], points_source: str = "depth_camera",
-                 size: tuple[int, int] | None = None, resize: str = "bilinear") -> dict:
-        """Predictions in the evaluation's common form: w2c ``extrinsics [B,S,3,4]``, ``depth [B,S,H,W]``,
-        ``points [B,S,H,W,3]`` (world frame of the model). ``size``: the ground truth's (H, W) when it differs
-        from the model's output; dense outputs are then resized to it with ``resize`` (see ``resize_maps``)."""
+        """The tensor each task's Fisher reads: camera, depth, points."""
         raise NotImplementedError
 
     def linear_names(self) -> dict[str, nn.Linear]:
@@ -93,21 +107,6 @@ class VGGTView(QuantView):
             "points": predictions["world_points"],
         }
 
-    def geometry(self, predictions: dict[str, torch.Tensor], points_source: str = "depth_camera",
-                 size: tuple[int, int] | None = None, resize: str = "bilinear") -> dict:
-        """``depth_camera`` (the FGQ protocol): depth unprojected with the predicted cameras — at the ground
-        truth's size, the depth resized to it and the cameras decoded for it, as the FGQ evaluation does;
-        ``head``: the point head's ``world_points`` (resized)."""
-        if points_source not in ("depth_camera", "head"):
-            raise ValueError(f"points_source={points_source!r}: use depth_camera or head")
-        depth = resize_maps(predictions["depth"][..., 0], size, resize)
-        extrinsics, intrinsics = geometry.pose_encoding_to_extri_intri(predictions["pose_enc"], depth.shape[-2:])
-        if points_source == "depth_camera":
-            points = geometry.unproject_depth(depth, extrinsics, intrinsics)
-        else:
-            points = resize_maps(predictions["world_points"], size, resize, channels_last=True)
-        return {"extrinsics": extrinsics, "depth": depth, "points": points}
-
 
 class Pi3View(QuantView):
     """π3: the decoder's blocks 0..N−1 (even = frame, odd = global)."""
@@ -130,30 +129,3 @@ class Pi3View(QuantView):
             "depth": predictions["local_points"][..., 2:3],
             "points": predictions["points"],
         }
-
-    def geometry(self, predictions: dict[str, torch.Tensor], points_source: str = "depth_camera",
-                 size: tuple[int, int] | None = None, resize: str = "bilinear") -> dict:
-        """π3 predicts camera-to-world poses and its global point map directly (``points_source`` is ignored);
-        depth is the z of its local points. Dense outputs are resized to ``size`` when given."""
-        w2c = geometry.closed_form_inverse_se3(predictions["camera_poses"])[..., :3, :]
-        return {"extrinsics": w2c, "depth": resize_maps(predictions["local_points"][..., 2], size, resize),
-                "points": resize_maps(predictions["points"], size, resize, channels_last=True)}
-
-
-def resize_maps(maps: torch.Tensor, size: tuple[int, int] | None, mode: str = "bilinear",
-                channels_last: bool = False) -> torch.Tensor:
-    """``[..., H, W]`` (or ``[..., H, W, C]``) resized to ``size``: ``bilinear`` is antialiased (the point-map
-    protocols' torch resize), ``bicubic`` is not (OpenCV's INTER_CUBIC, used for KITTI depth). No-op when
-    ``size`` is None or already the size."""
-    if mode not in ("bilinear", "bicubic"):
-        raise ValueError(f"pred_resize={mode!r}: use bilinear or bicubic")
-    hw = maps.shape[-3:-1] if channels_last else maps.shape[-2:]
-    if size is None or tuple(size) == tuple(hw):
-        return maps
-    x = maps.movedim(-1, -3) if channels_last else maps[..., None, :, :]
-    lead = x.shape[:-3]
-    flat = x.reshape(-1, *x.shape[-3:]).float()
-    out = torch.nn.functional.interpolate(flat, size=tuple(size), mode=mode, align_corners=False,
-                                          antialias=mode == "bilinear")
-    out = out.reshape(*lead, *out.shape[-3:])
-    return out.movedim(-3, -1) if channels_last else out[..., 0, :, :]

@@ -141,3 +141,21 @@ def rotation_angle_deg(rot: torch.Tensor) -> torch.Tensor:
     cos = ((rot.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1.0, 1.0)
     return torch.rad2deg(torch.acos(cos))
 
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int] | None, mode: str = "bilinear",
+                channels_last: bool = False) -> torch.Tensor:
+    """``[..., H, W]`` (or ``[..., H, W, C]``) resized to ``size``: ``bilinear`` is antialiased (the point-map
+    protocols' torch resize), ``bicubic`` is not (OpenCV's INTER_CUBIC, used for KITTI depth). No-op when
+    ``size`` is None or already the size."""
+    if mode not in ("bilinear", "bicubic"):
+        raise ValueError(f"pred_resize={mode!r}: use bilinear or bicubic")
+    hw = maps.shape[-3:-1] if channels_last else maps.shape[-2:]
+    if size is None or tuple(size) == tuple(hw):
+        return maps
+    x = maps.movedim(-1, -3) if channels_last else maps[..., None, :, :]
+    lead = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:]).float()
+    out = torch.nn.functional.interpolate(flat, size=tuple(size), mode=mode, align_corners=False,
+                                          antialias=mode == "bilinear")
+    out = out.reshape(*lead, *out.shape[-3:])
+    return out.movedim(-3, -1) if channels_last else out[..., 0, :, :]

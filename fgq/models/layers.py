@@ -6,6 +6,7 @@ Parameter names (``norm1``, ``attn.qkv``, ``attn.q_norm``, ``attn.proj``, ``ls1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -68,18 +69,38 @@ class Attention(nn.Module):
 
     def heads(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """Queries, keys and values ``[B, heads, N, head_dim]`` as the attention sees them (after q/k-norm, RoPE)."""
-        b, n, _ = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
-        if self.rope is not None and pos is not None:
-            q, k = self.rope(q, pos), self.rope(k, pos)
-        return q, k, v
+        return split_heads(self, self.qkv(x), pos)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
-        b, n, c = x.shape
-        out = F.scaled_dot_product_attention(*self.heads(x, pos))
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return self.proj(attention_core(self, self.qkv(x), pos))
+
+
+def split_heads(attn: nn.Module, qkv: torch.Tensor, pos: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """``qkv [B, N, 3·C]`` → q, k, v ``[B, heads, N, head_dim]`` after q/k-norm and RoPE. ``attn`` supplies
+    ``num_heads``, ``head_dim``, ``q_norm``, ``k_norm`` and ``rope``: an ``Attention``, or a quantized attention
+    that took them over, so both compute exactly this."""
+    b, n, _ = qkv.shape
+    q, k, v = qkv.reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k = attn.q_norm(q).to(v.dtype), attn.k_norm(k).to(v.dtype)
+    if attn.rope is not None and pos is not None:
+        q, k = attn.rope(q, pos), attn.rope(k, pos)
+    return q, k, v
+
+
+def attention_core(attn: nn.Module, qkv: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
+    """Everything of the attention between ``qkv`` and ``proj``: heads, SDPA, heads merged back to ``[B, N, C]``."""
+    b, n, _ = qkv.shape
+    out = F.scaled_dot_product_attention(*split_heads(attn, qkv, pos))
+    return out.transpose(1, 2).reshape(b, n, attn.num_heads * attn.head_dim)
+
+
+def pre_norm_residual(block: nn.Module, x: torch.Tensor, attention: Callable[[torch.Tensor], torch.Tensor],
+                      mlp: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The residual skeleton of ``Block``: ``x + ls1(attention(norm1(x)))``, then ``+ ls2(mlp(norm2(x)))``.
+    ``block`` supplies ``norm1``, ``ls1``, ``norm2``, ``ls2``; quantized blocks pass their own ``attention``/``mlp``
+    and so keep this structure instead of re-implementing it."""
+    x = x + block.ls1(attention(block.norm1(x)))
+    return x + block.ls2(mlp(block.norm2(x)))
 
 
 class Block(nn.Module):
@@ -110,8 +131,7 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x), pos))
-        return x + self.ls2(self.mlp(self.norm2(x)))
+        return pre_norm_residual(self, x, lambda h: self.attn(h, pos), self.mlp)
 
 
 def fp32_heads(device: torch.device):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fgq.models import geometry
 from fgq.models.adapter import Pi3View
 from fgq.models.aggregator import IMAGENET_MEAN, IMAGENET_STD
 from fgq.models.dinov2 import DinoEncoder
@@ -121,6 +122,17 @@ class Pi3(nn.Module):
             rot, t = poses[..., :3, :3], poses[:, :, None, None, :3, 3]
             points = torch.einsum("bsij,bshwj->bshwi", rot, local_points) + t
         return {"points": points, "local_points": local_points, "conf": conf, "camera_poses": poses}
+
+    def geometry(self, predictions: dict[str, torch.Tensor], points_source: str = "depth_camera",
+                 size: tuple[int, int] | None = None, resize: str = "bilinear") -> dict:
+        """Predictions in the evaluation's common form: w2c ``extrinsics [B,S,3,4]``, ``depth [B,S,H,W]``,
+        ``points [B,S,H,W,3]`` (world frame of the model). ``size``: the ground truth's (H, W) when it differs
+        from the model's output; dense outputs are then resized to it with ``resize`` (``geometry.resize_maps``).
+        π3 predicts camera-to-world poses and its global point map directly (``points_source`` is ignored);
+        depth is the z of its local points. Dense outputs are resized to ``size`` when given."""
+        w2c = geometry.closed_form_inverse_se3(predictions["camera_poses"])[..., :3, :]
+        return {"extrinsics": w2c, "depth": geometry.resize_maps(predictions["local_points"][..., 2], size, resize),
+                "points": geometry.resize_maps(predictions["points"], size, resize, channels_last=True)}
 
     def quant_view(self) -> Pi3View:
         return Pi3View(self)

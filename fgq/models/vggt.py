@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fgq.models import geometry
 from fgq.models.adapter import VGGTView
 from fgq.models.aggregator import Aggregator
 from fgq.models.camera_head import CameraHead
@@ -49,6 +50,15 @@ class VGGT(nn.Module):
                     f"aggregator depth {depth}"
                 )
 
+    @property
+    def patch_start_idx(self) -> int:
+        """Tokens per frame before the patches (camera + registers): the token layout lives on the aggregator."""
+        return self.aggregator.patch_start_idx
+
+    @property
+    def patch_size(self) -> int:
+        return self.aggregator.patch_size
+
     def layers_needed(self) -> set[int]:
         depth = self.aggregator.depth
         keep = {depth - 1}
@@ -79,6 +89,24 @@ class VGGT(nn.Module):
         if not self.training:
             out["images"] = images
         return out
+
+    def geometry(self, predictions: dict[str, torch.Tensor], points_source: str = "depth_camera",
+                 size: tuple[int, int] | None = None, resize: str = "bilinear") -> dict:
+        """Predictions in the evaluation's common form: w2c ``extrinsics [B,S,3,4]``, ``depth [B,S,H,W]``,
+        ``points [B,S,H,W,3]`` (world frame of the model). ``size``: the ground truth's (H, W) when it differs
+        from the model's output; dense outputs are then resized to it with ``resize`` (``geometry.resize_maps``).
+        ``depth_camera`` (the FGQ protocol): depth unprojected with the predicted cameras — at the ground
+        truth's size, the depth resized to it and the cameras decoded for it, as the FGQ evaluation does;
+        ``head``: the point head's ``world_points`` (resized)."""
+        if points_source not in ("depth_camera", "head"):
+            raise ValueError(f"points_source={points_source!r}: use depth_camera or head")
+        depth = geometry.resize_maps(predictions["depth"][..., 0], size, resize)
+        extrinsics, intrinsics = geometry.pose_encoding_to_extri_intri(predictions["pose_enc"], depth.shape[-2:])
+        if points_source == "depth_camera":
+            points = geometry.unproject_depth(depth, extrinsics, intrinsics)
+        else:
+            points = geometry.resize_maps(predictions["world_points"], size, resize, channels_last=True)
+        return {"extrinsics": extrinsics, "depth": depth, "points": points}
 
     def quant_view(self) -> VGGTView:
         return VGGTView(self)

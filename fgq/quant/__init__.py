@@ -2,6 +2,7 @@
 point, ``quantize(model, config, spec, calib, fisher)``."""
 
 from fgq.quant import fgq, flatquant, gptq, quantvggt, quarot, rtn, saving  # noqa: F401 — importing registers them
+from fgq.quant.context import QuantContext
 from fgq.quant.fgq import FGQConfig
 from fgq.quant.flatquant_config import FlatQuantConfig
 from fgq.quant.gptq import GPTQConfig
@@ -19,6 +20,7 @@ __all__ = [
     "GPTQConfig",
     "LoadConfig",
     "QuaRotConfig",
+    "QuantContext",
     "QuantLinear",
     "QuantSpec",
     "QuantVGGTConfig",

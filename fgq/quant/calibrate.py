@@ -8,15 +8,14 @@
 Only one block, its cached inputs and its targets are alive at a time — never whole-model activations.
 
 With FP propagation the inputs and targets depend only on the FP model and the clips, so a sweep can share them:
-inside ``use_target_store(store)`` the engine reads them from ``store`` (``fgq.caches.TargetCache``) or fills it.
+given a ``store`` (``fgq.caches.TargetCache``, through ``QuantContext.target_store``) the engine reads them from it
+or fills it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -63,20 +62,6 @@ class TargetStore(Protocol):
     def open(self, blocks: Sequence[str], dtype: torch.dtype, calib: Iterable[dict]) -> Any: ...
 
 
-# A context variable rather than a parameter: the pipeline sets it around ``quantize`` and every FP-propagating
-# algorithm picks it up without each one passing a cache through its own signature.
-_TARGET_STORE: ContextVar[TargetStore | None] = ContextVar("fgq_target_store", default=None)
-
-
-@contextmanager
-def use_target_store(store: TargetStore | None) -> Iterator[None]:
-    token = _TARGET_STORE.set(store)
-    try:
-        yield
-    finally:
-        _TARGET_STORE.reset(token)
-
-
 def _peak_reset(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -121,14 +106,17 @@ def calibrate_blocks(
     cache_dtype: torch.dtype = torch.float32,
     description: str = "calibrating",
     runner: BlockRunner | None = None,
+    store: TargetStore | None = None,
 ) -> dict:
     """Run ``block_fn(ref, data)`` on every block in order (it quantizes the block in place and returns its
     own figures); returns per-block time, peak device memory and cached bytes, plus the algorithm's figures.
-    ``runner``: how a block is run for targets and propagation (default ``view.run_block``)."""
+    ``runner``: how a block is run for targets and propagation (default ``view.run_block``). ``store``: where FP
+    inputs/targets are shared (FP propagation with the default runner only; others compute their own)."""
     if propagate not in ("fp", "quant"):
         raise ValueError(f"propagate={propagate!r}: use 'fp' or 'quant'")
     start = time.perf_counter()
-    store = _TARGET_STORE.get() if propagate == "fp" and runner is None else None  # custom runners: own targets
+    if propagate != "fp" or runner is not None:
+        store = None
     entry = None
     if store is not None:
         if iter(calib) is calib:  # the store reads the clips for its key: a one-shot iterator must survive that

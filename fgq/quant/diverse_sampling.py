@@ -74,8 +74,7 @@ def split_clips(calib: Iterable[dict], limit: int | None = None) -> list[dict]:
 
 def _special_tokens(view: QuantView) -> int:
     """Tokens per frame before the patches (camera + registers), kept unpooled as in the released code."""
-    owner = getattr(view.model, "aggregator", view.model)
-    return int(getattr(owner, "patch_start_idx", 0))
+    return view.patch_start
 
 
 @torch.no_grad()

@@ -6,13 +6,15 @@ per-block, per-channel weights ``w[l] ∈ R^C`` (``fisher_to_weights``), and blo
 the same settings, so ``FGQConfig`` is ``FlatQuantConfig`` plus a ``fisher`` node (``FisherConfig``), and a
 model quantized by FGQ has FlatQuant's structure (same rebuild for reloading).
 
-The Fisher comes from the caller (``quantize(..., fisher=[3, L, C])``, tasks in ``fgq.fisher.compute.TASKS`` order) or
-is computed here from the calibration data, through the cache when ``fisher.cache_dir`` is set. With
+The Fisher comes from the caller (``QuantContext.fisher``, ``[3, L, C]``, tasks in ``fgq.fisher.compute.TASKS``
+order) or is computed here from the calibration data, through the cache when ``fisher.cache_dir`` is set and the
+context allows caches; with ``QuantContext.out_dir`` its heatmaps are written there. With
 ``fisher.granularity=none`` no Fisher is computed and the calibration is FlatQuant's, bit for bit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -20,7 +22,9 @@ import torch
 
 from fgq.fisher.cache import fisher_for
 from fgq.fisher.compute import TASKS, FisherConfig, as_fisher_config, fisher_summary, fisher_to_weights
+from fgq.fisher.plots import block_labels, save_fisher_figures
 from fgq.models.adapter import QuantView
+from fgq.quant.context import QuantContext
 from fgq.quant.flatquant import FlatQuantConfig, flatquant_calibrate, rebuild_flatquant
 from fgq.quant.registry import register
 from fgq.quant.spec import QuantSpec
@@ -46,17 +50,20 @@ def _weights_summary(weights: torch.Tensor, floor: float) -> dict:
     }
 
 
+def _save_pictures(view: QuantView, fisher: torch.Tensor, weights: torch.Tensor, ctx: QuantContext) -> None:
+    paths = save_fisher_figures(fisher, ctx.out_dir, block_labels(view), weights=weights)
+    if ctx.log_images is not None:
+        ctx.log_images({f"fisher/{p.stem}": p for p in paths})
+
+
 @register(FGQConfig, rebuild=rebuild_flatquant, calibrated=True)
-def fgq(view: QuantView, config: FGQConfig, spec: QuantSpec, calib=None, fisher: torch.Tensor | None = None,
-        device=None, **_) -> dict:
-    if calib is None:
-        raise ValueError("FGQ needs calibration data (calib.source)")
-    device = device or torch.device("cpu")
+def fgq(view: QuantView, config: FGQConfig, spec: QuantSpec, ctx: QuantContext) -> dict:
+    calib, device, fisher = ctx.require_calib("FGQ"), ctx.device, ctx.fisher
     if iter(calib) is calib:  # a one-shot iterator: the Fisher pass must not use up FlatQuant's clips
         calib = list(calib)
     if spec.is_fp:
-        return flatquant_calibrate(view, config, spec, calib, device)
-    fc = config.fisher
+        return flatquant_calibrate(view, config, spec, calib, device, store=ctx.target_store)
+    fc = config.fisher if ctx.use_caches else dataclasses.replace(config.fisher, cache_dir=None)
     start = time.perf_counter()
     figures: dict = {"granularity": fc.granularity, "weight_tasks": list(fc.tasks)}
     weights = None
@@ -64,11 +71,12 @@ def fgq(view: QuantView, config: FGQConfig, spec: QuantSpec, calib=None, fisher:
         if fisher is None:
             fisher, hit = fisher_for(view.model, calib, fc, device)
             figures.update(source="cache" if hit else "computed", estimator=fc.estimator)
+            if fc.cache_dir:
+                figures["cache_hit"] = hit
         else:
             figures["source"] = "given"
         fisher = fisher.detach().float().cpu()
-        channels = view.blocks[0].module.norm1.normalized_shape[-1]
-        expected = (len(TASKS), len(view.blocks), channels)
+        expected = (len(TASKS), len(view.blocks), view.channels)
         if tuple(fisher.shape) != expected:
             raise ValueError(f"FGQ: the Fisher has shape {tuple(fisher.shape)}, expected {list(expected)} "
                              f"(tasks {', '.join(TASKS)} × blocks × channels)")
@@ -77,9 +85,12 @@ def fgq(view: QuantView, config: FGQConfig, spec: QuantSpec, calib=None, fisher:
             weights = fisher_to_weights(fisher, fc.task_weight_vector(TASKS), fc.granularity, fc.floor,
                                         fc.normalize)
             figures["weights"] = _weights_summary(weights, fc.floor)
-    fisher_s = time.perf_counter() - start
+    fisher_s = time.perf_counter() - start  # the Fisher's share of FGQ's calibration cost (paper Table 6)
+    if weights is not None and ctx.out_dir is not None:
+        _save_pictures(view, fisher, weights, ctx)
     channel_weight = (lambda ref: weights[ref.index]) if weights is not None else None
-    result = flatquant_calibrate(view, config, spec, calib, device, channel_weight=channel_weight)
+    result = flatquant_calibrate(view, config, spec, calib, device, channel_weight=channel_weight,
+                                 store=ctx.target_store)
     result["flatquant_s"] = result["quantize_s"]
     result["fisher_s"] = fisher_s
     result["quantize_s"] = result["quantize_s"] + fisher_s

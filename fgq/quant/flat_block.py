@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fgq.models.adapter import attention_core, pre_norm_residual
 from fgq.quant.flatquant_config import FlatQuantConfig
 from fgq.quant.primitives import fake_quant_with, qparams, quantize_weight
 from fgq.quant.spec import QuantSpec
@@ -241,23 +242,22 @@ class FlatQuantBlock(nn.Module):
         }
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's block (``pre_norm_residual``, ``attention_core``) with the transforms and quantizers
+        inserted where FlatQuant puts them."""
         f = self._factors()
         maps = {} if self.merged else self._weight_maps(f)
         attn, mlp = self.attn, self.mlp
-        b, n, c = x.shape
-        h = f["ln_trans"].activation(self.norm1(x))
-        qkv = attn.qkv(h, *maps.get("qkv", (None, None)))
-        q, k, v = qkv.reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = attn.q_norm(q).to(v.dtype), attn.k_norm(k).to(v.dtype)
-        if attn.rope is not None and pos is not None:
-            q, k = attn.rope(q, pos), attn.rope(k, pos)
-        o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
-        o = kron_apply(o, f["o_trans"][0], None)  # head mixing: X[heads, head_dim] ← P_oᵀ·X per token
-        x = x + self.ls1(attn.proj(o, *maps.get("proj", (None, None))))
-        h = f["fc1_trans"].activation(self.norm2(x))
-        h = mlp.act(mlp.fc1(h, *maps.get("fc1", (None, None))))
-        h = f["fc2_trans"].activation(h)
-        return x + self.ls2(mlp.fc2(h, *maps.get("fc2", (None, None))))
+
+        def attention(h: torch.Tensor) -> torch.Tensor:
+            qkv = attn.qkv(f["ln_trans"].activation(h), *maps.get("qkv", (None, None)))
+            o = kron_apply(attention_core(attn, qkv, pos), f["o_trans"][0], None)  # head mixing: P_oᵀ·X per token
+            return attn.proj(o, *maps.get("proj", (None, None)))
+
+        def feed_forward(h: torch.Tensor) -> torch.Tensor:
+            h = mlp.act(mlp.fc1(f["fc1_trans"].activation(h), *maps.get("fc1", (None, None))))
+            return mlp.fc2(f["fc2_trans"].activation(h), *maps.get("fc2", (None, None)))
+
+        return pre_norm_residual(self, x, attention, feed_forward)
 
     # -- reparameterisation -----------------------------------------------------------------------------------
 

@@ -47,7 +47,8 @@ import torch
 from torch import nn
 
 from fgq.models.adapter import BlockRef, QuantView
-from fgq.quant.calibrate import BlockData, calibrate_blocks
+from fgq.quant.calibrate import BlockData, TargetStore, calibrate_blocks
+from fgq.quant.context import QuantContext
 from fgq.quant.flat_block import FlatQuantBlock
 from fgq.quant.flatquant_config import CACHE_DTYPES, FlatQuantConfig
 from fgq.quant.registry import register
@@ -134,7 +135,7 @@ def calibrate_block(
     start = time.perf_counter()
     device = data.device
     block = ref.module
-    dtype = block.norm1.weight.dtype if getattr(block.norm1, "weight", None) is not None else torch.float32
+    dtype = ref.param_dtype
     absmax = _input_absmax(view, ref, data) if (config.add_diag and config.diag_init == "sq_style") else None
 
     block.float()
@@ -185,10 +186,11 @@ def calibrate_block(
 
 def flatquant_calibrate(
     view: QuantView, config: FlatQuantConfig, spec: QuantSpec, calib, device: torch.device,
-    channel_weight: Callable[[BlockRef], torch.Tensor | None] | None = None,
+    channel_weight: Callable[[BlockRef], torch.Tensor | None] | None = None, store: TargetStore | None = None,
 ) -> dict:
-    """FlatQuant over every block of ``view`` through ``calibrate_blocks`` (FP inputs, FP targets).
-    ``channel_weight(ref)`` gives block ``ref``'s ``[C]`` loss weight (FGQ) or ``None`` (plain MSE)."""
+    """FlatQuant over every block of ``view`` through ``calibrate_blocks`` (FP inputs, FP targets, shared through
+    ``store`` when given). ``channel_weight(ref)`` gives block ``ref``'s ``[C]`` loss weight (FGQ) or ``None``
+    (plain MSE)."""
     if spec.is_fp:
         return {"quantize_s": 0.0, "quantized_linears": 0}
 
@@ -198,7 +200,7 @@ def flatquant_calibrate(
 
     with torch.enable_grad():
         result = calibrate_blocks(view, calib, block_fn, propagate="fp", device=device,
-                                  cache_dtype=CACHE_DTYPES[config.cache_dtype], description="flatquant")
+                                  cache_dtype=CACHE_DTYPES[config.cache_dtype], description="flatquant", store=store)
     splits = 3 if config.split_qkv else 1
     result.update({"quantized_linears": 4 * len(view.blocks),
                    "activation_quantizers": (3 + splits) * len(view.blocks), "config": asdict(config)})
@@ -212,16 +214,14 @@ def rebuild_flatquant(view: QuantView, config: FlatQuantConfig, spec: QuantSpec)
     if spec.is_fp:
         return
     for ref in view.blocks:
-        dtype = ref.module.norm1.weight.dtype if getattr(ref.module.norm1, "weight", None) is not None else None
+        dtype = ref.param_dtype
         block = FlatQuantBlock(ref.module, spec, config, _block_generator(config.seed, ref.index))
         block.reparameterize()
-        if dtype is not None:
-            block.to(dtype)
+        block.to(dtype)
         _replace_block(view, ref, block)
 
 
 @register(FlatQuantConfig, rebuild=rebuild_flatquant, calibrated=True)
-def flatquant(view: QuantView, config: FlatQuantConfig, spec: QuantSpec, calib=None, device=None, **_) -> dict:
-    if calib is None:
-        raise ValueError("FlatQuant needs calibration data (calib.source)")
-    return flatquant_calibrate(view, config, spec, calib, device or torch.device("cpu"))
+def flatquant(view: QuantView, config: FlatQuantConfig, spec: QuantSpec, ctx: QuantContext) -> dict:
+    return flatquant_calibrate(view, config, spec, ctx.require_calib("FlatQuant"), ctx.device,
+                               store=ctx.target_store)

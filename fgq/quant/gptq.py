@@ -28,6 +28,7 @@ import torch
 
 from fgq.models.adapter import LINEAR_PATHS, BlockRef, QuantView
 from fgq.quant.calibrate import BlockData, calibrate_blocks
+from fgq.quant.context import QuantContext
 from fgq.quant.linear import QuantLinear, swap_linears
 from fgq.quant.primitives import fake_quant_with, qparams
 from fgq.quant.registry import register
@@ -214,20 +215,19 @@ def gptq_blocks(view: QuantView, config: GPTQConfig, spec: QuantSpec, calib: Ite
 
 
 @register(GPTQConfig, rebuild=rebuild_quantized_linears, calibrated=True)
-def gptq(view: QuantView, config: GPTQConfig, spec: QuantSpec, *, calib: Iterable[dict] | None = None,
-         device: torch.device | str = "cpu", **_) -> dict:
+def gptq(view: QuantView, config: GPTQConfig, spec: QuantSpec, ctx: QuantContext) -> dict:
+    """GPTQ is deterministic: the same clips and weights give the same result (no seed to set)."""
     start = time.perf_counter()
     if spec.is_fp:
         return {"quantize_s": 0.0, "quantized_linears": 0}
     if not spec.quantizes_weights:  # activation-only: nothing for GPTQ to do, the quantizers are dynamic
         layers = swap_linears(view.model, list(view.linear_names()), spec)
         return {"quantize_s": time.perf_counter() - start, "quantized_linears": len(layers)}
-    if calib is None:
-        raise ValueError("GPTQ needs calibration data (calib=...)")
+    calib = ctx.require_calib("GPTQ")
     # Weights stay FP (activations quantized) until GPTQ writes them, so un-quantized layers never use RTN.
     pending = dataclasses.replace(spec, w_bits=16)
     swap_linears(view.model, list(view.linear_names()), pending)
-    result = gptq_blocks(view, config, spec, calib, torch.device(device), "GPTQ")
+    result = gptq_blocks(view, config, spec, calib, ctx.device, "GPTQ")
     quantized = sum(isinstance(m, QuantLinear) and m.weight_is_quantized for m in view.model.modules())
     return {**result, "quantize_s": time.perf_counter() - start, "quantized_linears": quantized}
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -38,6 +38,7 @@ from torch import nn
 
 from fgq.models.adapter import LINEAR_PATHS, BlockRef, QuantView
 from fgq.quant.calibrate import BlockData, BlockRunner, calibrate_blocks
+from fgq.quant.context import QuantContext
 from fgq.quant.diverse_sampling import SamplerConfig, diverse_sample, split_clips
 from fgq.quant.flat_block import FlatLinear
 from fgq.quant.hadamard import HadamardRotation, rotation_generator
@@ -202,7 +203,7 @@ def calibrate_block(view: QuantView, ref: BlockRef, data: BlockData, config: Qua
     """Wrap block ``ref``'s linears, initialise ``s``, learn ``s`` and the clips, reparameterise (§6.2–§6.4)."""
     start = time.perf_counter()
     block = ref.module
-    dtype = block.norm1.weight.dtype if getattr(block.norm1, "weight", None) is not None else torch.float32
+    dtype = ref.param_dtype
     block.float()
     rotations = {k: r.to(data.device) for k, r in _rotations(ref, config.seed).items()}
     clips = len(data.inputs)
@@ -252,12 +253,10 @@ def rebuild_quantvggt(view: QuantView, config: QuantVGGTConfig, spec: QuantSpec)
 
 
 @register(QuantVGGTConfig, rebuild=rebuild_quantvggt, calibrated=True)
-def quantvggt(view: QuantView, config: QuantVGGTConfig, spec: QuantSpec, *, calib: Iterable[dict] | None = None,
-              device: torch.device | str = "cpu", **_) -> dict:
-    if calib is None:
-        raise ValueError("QuantVGGT needs calibration data (dataset.calib)")
+def quantvggt(view: QuantView, config: QuantVGGTConfig, spec: QuantSpec, ctx: QuantContext) -> dict:
+    calib = ctx.require_calib("QuantVGGT")
     start = time.perf_counter()
-    device = torch.device(device)
+    device = ctx.device
     clips = split_clips(calib, config.sampling.pool_size)
     sampling: dict = {"enabled": False, "pool": len(clips)}
     if config.sampling.enabled and not spec.is_fp:
@@ -270,10 +269,11 @@ def quantvggt(view: QuantView, config: QuantVGGTConfig, spec: QuantSpec, *, cali
     def block_fn(ref: BlockRef, data: BlockData) -> dict:
         return calibrate_block(view, ref, data, config, spec, runner)
 
-    # the default runner (None) lets the engine share FP inputs/targets through its target store, if one is set
+    # the default runner (None) lets the engine share FP inputs/targets through the target store, if one is given
     engine_runner = None if config.global_tokens == "sequence" else runner
     result = calibrate_blocks(view, clips, block_fn, propagate="fp", device=device, runner=engine_runner,
-                              cache_dtype=CACHE_DTYPES[config.cache_dtype], description="quantvggt")
+                              cache_dtype=CACHE_DTYPES[config.cache_dtype], description="quantvggt",
+                              store=ctx.target_store)
     result.update({"quantize_s": time.perf_counter() - start, "sampling_s": sample_s, "sampling": sampling,
                    "calibration_clips": len(clips), "quantized_linears": 0 if spec.is_fp else 4 * len(view.blocks),
                    "config": dataclasses.asdict(config)})

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from fgq.models.adapter import LINEAR_PATHS, QuantView
+from fgq.quant.context import QuantContext
 from fgq.quant.gptq import GPTQConfig, gptq_blocks
 from fgq.quant.hadamard import HadamardRotation, rotation_generator
 from fgq.quant.linear import QuantLinear
@@ -118,18 +119,15 @@ def rebuild_quarot(view: QuantView, config: QuaRotConfig, spec: QuantSpec) -> No
 
 
 @register(QuaRotConfig, rebuild=rebuild_quarot)
-def quarot(view: QuantView, config: QuaRotConfig, spec: QuantSpec, *, calib: Iterable[dict] | None = None,
-           device: torch.device | str = "cpu", **_) -> dict:
+def quarot(view: QuantView, config: QuaRotConfig, spec: QuantSpec, ctx: QuantContext) -> dict:
     start = time.perf_counter()
-    device = torch.device(device)
     use_gptq = config.weight_quantizer == "gptq" and spec.quantizes_weights
-    if use_gptq and calib is None:
-        raise ValueError("QuaRot with weight_quantizer=gptq needs calibration data (dataset.calib)")
+    calib = ctx.require_calib("QuaRot with weight_quantizer=gptq") if use_gptq else None
     # GPTQ writes each weight itself; until then the weight quantizer is off (activations already quantized).
     layers = install_rotations(view, dataclasses.replace(spec, w_bits=16) if use_gptq else spec, config.seed)
     figures: dict = {}
     if use_gptq:
-        figures = gptq_blocks(view, config.gptq, spec, calib, device, "quarot+gptq")
+        figures = gptq_blocks(view, config.gptq, spec, calib, ctx.device, "quarot+gptq")
     elif spec.quantizes_weights:
         with torch.no_grad():
             for layer in layers.values():

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from fgq.models.adapter import QuantView
+from fgq.quant.context import QuantContext
 from fgq.quant.linear import swap_linears
 from fgq.quant.registry import register
 from fgq.quant.spec import QuantSpec
@@ -28,7 +29,7 @@ def rebuild_quantized_linears(view: QuantView, config: object, spec: QuantSpec) 
 
 
 @register(RTNConfig, rebuild=rebuild_quantized_linears)
-def rtn(view: QuantView, config: RTNConfig, spec: QuantSpec, **_) -> dict:
+def rtn(view: QuantView, config: RTNConfig, spec: QuantSpec, ctx: QuantContext) -> dict:
     start = time.perf_counter()
     if spec.is_fp:
         return {"quantize_s": 0.0, "quantized_linears": 0}

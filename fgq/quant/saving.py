@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from fgq.io import atomic_write, save_state_dict
 from fgq.models.adapter import QuantView
 from fgq.models.checkpoint import CheckpointError, check_state_dict
+from fgq.quant.context import QuantContext
 from fgq.quant.registry import rebuild, register
 from fgq.quant.spec import QuantSpec
 
@@ -53,8 +54,8 @@ def saved_spec(config: LoadConfig) -> QuantSpec:
     return QuantSpec(**OmegaConf.to_container(OmegaConf.load(meta_path).bits))
 
 
-@register(LoadConfig)
-def load_quantized(view: QuantView, config: LoadConfig, spec: QuantSpec, **_) -> dict:
+@register(LoadConfig, saveable=False, spec_of=saved_spec)
+def load_quantized(view: QuantView, config: LoadConfig, spec: QuantSpec, ctx: QuantContext) -> dict:
     """Rebuild the quantized structure recorded next to ``config.path`` and load its tensors strictly."""
     start = time.perf_counter()
     path = Path(config.path)

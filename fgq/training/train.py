@@ -42,19 +42,17 @@ class TrainModule(L.LightningModule):
         self.weights = dict(cfg.loss)
         self.view = model.quant_view()
         self._evaluator: DatasetEvaluator | None = None
-        # The token layout (special tokens, then patches) lives on the aggregator (VGGT) or the model (π3).
-        self.layout = getattr(model, "aggregator", model)
         self.match = None
         if self.weights.get("match", 0.0) > 0:
             attentions = [ref.module.attn for ref in self.view.blocks if ref.kind == "global"]
-            self.match = AttentionMatchLoss(attentions, self.layout.patch_start_idx, heads=cfg.loss.match_heads,
+            self.match = AttentionMatchLoss(attentions, model.patch_start_idx, heads=cfg.loss.match_heads,
                                             keys=cfg.loss.match_keys)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         gt = normalize_scene(batch)
         losses = self.loss_fn(self.model(batch["images"]), gt, self.weights)
         if self.match is not None:
-            losses["match"] = self.match.loss(*patch_matches(gt, self.layout.patch_size))
+            losses["match"] = self.match.loss(*patch_matches(gt, self.model.patch_size))
             losses["loss"] = losses["loss"] + self.weights["match"] * losses["match"]
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, on_step=True)
         return losses["loss"]
@@ -65,7 +63,7 @@ class TrainModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         with torch.no_grad():
-            geometry = self.view.geometry(self.model(batch["images"]))
+            geometry = self.model.geometry(self.model(batch["images"]))
         self._evaluator.update(geometry, batch)
 
     def on_validation_epoch_end(self) -> None:

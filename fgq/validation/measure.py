@@ -213,7 +213,7 @@ def fisher_validation(
         fisher = compute_fisher(model, batches, tasks=TASKS, device=device, amp=amp)
     fisher = fisher.detach().to("cpu", torch.float64)
     view = model.quant_view()
-    channels = view.blocks[0].module.norm1.normalized_shape[-1]
+    channels = view.channels
     if tuple(fisher.shape) != (len(TASKS), len(view.blocks), channels):
         raise ValueError(f"fisher has shape {tuple(fisher.shape)}: expected [{len(TASKS)}, {len(view.blocks)}, "
                          f"{channels}] (tasks {', '.join(TASKS)} × blocks × channels)")
