@@ -1,14 +1,21 @@
-"""Per-dataset evaluation: feeds standardized predictions and ground truth of each clip to the metric
+"""Evaluation: ``evaluate`` runs a model over every evaluation set (a plain loop on the job's device, under the
+job's autocast) and ``DatasetEvaluator`` feeds standardized predictions and ground truth of each clip to the metric
 accumulators of the tasks a protocol asks for."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
+from rich.progress import Progress
+from torch import nn
 
 from fgq.metrics import DepthAccumulator, PointMapAccumulator, PoseAccumulator, evaluate_depth, evaluate_pointmap
 from fgq.models.geometry import unproject_depth
+from fgq.runtime import autocast
 
 NEEDS = {"camera": "extrinsics", "depth": "depth", "points": "world_points"}  # ground truth each task needs
+MODEL_SIDE = ("points_source", "pred_resize")  # protocol keys that say how the model's outputs become geometry
 
 
 class DatasetEvaluator:
@@ -73,6 +80,37 @@ class DatasetEvaluator:
         if "points" in self.tasks:
             out["points"] = self.points.compute()
         return out
+
+
+def protocol_evaluator(name: str, protocol: dict) -> DatasetEvaluator:
+    """A fresh evaluator for one evaluation set's protocol (``dataset.eval.<name>.protocol``)."""
+    return DatasetEvaluator(**{k: v for k, v in protocol.items() if k not in MODEL_SIDE}, name=name)
+
+
+def batch_geometry(model: nn.Module, predictions: dict, batch: dict, protocol: dict) -> dict:
+    """The model's predictions as evaluation geometry at the ground truth's size (``model.geometry``)."""
+    size = tuple(batch["depth"].shape[-2:]) if "depth" in batch else None
+    return model.geometry(predictions, protocol.get("points_source", "depth_camera"), size=size,
+                          resize=protocol.get("pred_resize", "bilinear"))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loaders: dict[str, Iterable[dict]], protocols: dict[str, dict],
+             device: torch.device, precision: str = "32-true", progress: bool = False) -> dict[str, dict]:
+    """``{eval set: {task: {metric: value}}}`` of ``model`` (already on ``device``, put in eval mode here)."""
+    model.eval()
+    results = {}
+    with Progress(transient=True, disable=not progress) as bar:
+        for name, loader in loaders.items():
+            evaluator = protocol_evaluator(name, protocols[name])
+            task = bar.add_task(f"evaluating {name}", total=len(loader) if hasattr(loader, "__len__") else None)
+            for batch in loader:
+                with autocast(device, precision):
+                    predictions = model(batch["images"].to(device))
+                evaluator.update(batch_geometry(model, predictions, batch, protocols[name]), batch)
+                bar.advance(task)
+            results[name] = evaluator.compute()
+    return results
 
 
 def trivial_geometry(batch: dict) -> dict[str, torch.Tensor]:

@@ -15,17 +15,19 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 from torch.utils.data import DataLoader
 
 from fgq.caches import ResultCache, TargetCache, fp_eval_key, fp_targets_key
 from fgq.config import ConfigError, calib_node, validate
 from fgq.data.batch import collate
 from fgq.data.files import DataError
+from fgq.evaluation import evaluate
 from fgq.io import write_json_atomic
 from fgq.loggers import finish, log_images, make_loggers
-from fgq.module import QuantExperiment
 from fgq.quant import QuantContext, quantize, save_quantized
 from fgq.quant.registry import needs_calibration, resolved_spec, saveable
+from fgq.runtime import resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 # Lightning's start-up banner (GPU/TPU availability, tips) adds nothing to a PTQ job's log.
@@ -71,33 +73,6 @@ def degradation(fp: dict, quant: dict) -> dict:
     return out
 
 
-def _device(accelerator: str) -> str:
-    if accelerator == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if accelerator in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA device is visible (use trainer=cpu)")
-        return "cuda"
-    return "cpu"
-
-
-def _precision(cfg: DictConfig, device: str) -> str:
-    precision = cfg.trainer.precision
-    if precision == "auto":
-        precision = "bf16-mixed" if device == "cuda" else "32-true"
-    return str(precision)
-
-
-def build_trainer(cfg: DictConfig, out_dir: Path, loggers: list) -> L.Trainer:
-    device = _device(cfg.trainer.accelerator)
-    precision = _precision(cfg, device)
-    return L.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu", devices=cfg.trainer.devices, precision=precision,
-        logger=loggers or False, inference_mode=False, enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=cfg.trainer.enable_progress_bar, default_root_dir=str(out_dir), log_every_n_steps=1,
-    )
-
-
 def _sequences(dataset) -> set[str]:
     return set(getattr(dataset, "sequences", []))
 
@@ -130,27 +105,29 @@ def build_data(cfg: DictConfig, with_calib: bool = True) -> tuple[dict[str, Data
     return loaders, calib
 
 
-def evaluate_fp(cfg: DictConfig, trainer: L.Trainer, module: QuantExperiment, loaders: dict, loggers: list
-                ) -> bool | None:
-    """The FP evaluation into ``module.results["fp"]``, through the shared cache when ``cache.enabled``; returns
-    whether the cache had it (``None``: no cache)."""
+def log_phase(loggers: list, phase: str, results: dict) -> None:
+    """``<phase>/<eval set>/<task>/<metric>`` to every logger (the same keys whether computed or cached)."""
+    flat = {f"{phase}/{name}/{task}/{metric}": value for name, tasks in results.items()
+            for task, values in tasks.items() for metric, value in values.items()}
+    for logger in loggers:
+        logger.log_metrics(flat)
+
+
+def evaluate_fp(cfg: DictConfig, model: nn.Module, loaders: dict, protocols: dict, device: torch.device,
+                precision: str) -> tuple[dict, bool | None]:
+    """The FP metrics, through the shared cache when ``cache.enabled``, and whether the cache had them
+    (``None``: no cache)."""
     cache = cfg.get("cache") or {}
     store = ResultCache(cache["fp_eval"]) if cache.get("enabled") and cache.get("fp_eval") else None
-    device = _device(cfg.trainer.accelerator)
-    key = fp_eval_key(cfg, device, _precision(cfg, device)) if store is not None else ""
+    key = fp_eval_key(cfg, device.type, precision) if store is not None else ""
     cached = store.load(key) if store is not None else None
     if cached is not None:
         log.info("FP evaluation loaded from the cache (%s)", store.path(key).name)
-        module.results["fp"] = cached
-        flat = {f"fp/{name}/{task}/{metric}": value for name, tasks in cached.items()
-                for task, values in tasks.items() for metric, value in values.items()}
-        for logger in loggers:  # the same keys a computed evaluation logs
-            logger.log_metrics(flat)
-        return True
-    trainer.test(module, dataloaders=list(loaders.values()), verbose=False)
+        return cached, True
+    results = evaluate(model, loaders, protocols, device, precision, progress=cfg.trainer.enable_progress_bar)
     if store is not None:
-        store.save(key, module.results["fp"])
-    return False if store is not None else None
+        store.save(key, results)
+    return results, (False if store is not None else None)
 
 
 def target_store(cfg: DictConfig, device: torch.device, calib: DataLoader | None) -> TargetCache | None:
@@ -172,6 +149,8 @@ def peak_memory() -> dict:
 def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | None = None) -> dict:
     """Run one job and return what was written to ``out_dir/metrics.json``."""
     spec = validate(cfg)
+    device = resolve_device(cfg.trainer.accelerator)
+    precision = resolve_precision(cfg.trainer.precision, device)
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -180,36 +159,34 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
     spec = resolved_spec(qconfig, spec)  # e.g. a saved quantized model keeps the bits it was made with
     loaders, calib = build_data(cfg, with_calib=not spec.is_fp and needs_calibration(qconfig))
     protocols = {name: OmegaConf.to_container(node.protocol, resolve=True) for name, node in cfg.dataset.eval.items()}
+    model.to(device)
     loggers = make_loggers(cfg, out_dir, choices, group)
     try:
-        trainer = build_trainer(cfg, out_dir, loggers)
-        module = QuantExperiment(model, protocols)
         timings = {}
         t = time.perf_counter()
-        hits = {"fp_eval": evaluate_fp(cfg, trainer, module, loaders, loggers), "fp_targets": None, "fisher": None}
+        fp, hit = evaluate_fp(cfg, model, loaders, protocols, device, precision)
+        log_phase(loggers, "fp", fp)
+        hits = {"fp_eval": hit, "fp_targets": None, "fisher": None}
         timings["fp_eval_s"] = time.perf_counter() - t
         if spec.is_fp:
             cost = {"quantize_s": 0.0, "note": "bits=w16a16: nothing to quantize, quantized = FP"}
-            module.results["quant"] = module.results["fp"]
+            quant = fp
         else:
-            device = torch.device(_device(cfg.trainer.accelerator))  # Lightning's teardown leaves the model on CPU
-            module.model.to(device)
             log.info("quantizing: quantizer=%s bits=%s", choices.get("quantizer"), choices.get("bits"))
             context = QuantContext(
                 calib=calib, device=device, target_store=target_store(cfg, device, calib),
                 use_caches=bool((cfg.get("cache") or {}).get("enabled", True)), out_dir=out_dir,
                 log_images=lambda images: log_images(loggers, images))
-            cost = quantize(module.model, qconfig, spec, context)
+            cost = quantize(model, qconfig, spec, context)
             hits["fp_targets"] = (cost.get("fp_targets") or {}).get("hit")
             hits["fisher"] = (cost.get("fisher") or {}).get("cache_hit")  # None: no Fisher, or no cache
             if cfg.get("save_quantized") and saveable(qconfig):
-                cost["saved"] = str(save_quantized(module.model, cfg.quantizer, spec, out_dir))
-            module.phase = "quant"
+                cost["saved"] = str(save_quantized(model, cfg.quantizer, spec, out_dir))
             t = time.perf_counter()
-            trainer.test(module, dataloaders=list(loaders.values()), verbose=False)
+            quant = evaluate(model, loaders, protocols, device, precision, progress=cfg.trainer.enable_progress_bar)
+            log_phase(loggers, "quant", quant)
             timings["quant_eval_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - start
-        fp, quant = module.results["fp"], module.results["quant"]
         result = {
             "status": "ok",
             "choices": choices,

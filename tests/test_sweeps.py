@@ -9,13 +9,13 @@ import subprocess
 import sys
 import time
 
-import lightning as L
 import pytest
 from conftest import ROOT
 from helpers import assert_metrics_close
 from hydra import compose, initialize_config_dir
 
 import fgq.jobs
+import fgq.pipeline
 from fgq.config import validate
 from fgq.jobs import run_job
 from fgq.pipeline import run
@@ -85,9 +85,9 @@ def test_second_job_of_a_sweep_loads_fp_eval_targets_and_fisher(tmp_path, one_th
     fgq_small = ["quantizer=fgq", "quantizer.epochs=1"]
     a = run(compose_cfg(tmp_path, [*fgq_small, "bits=w4a4"]), tmp_path / "a", {**CHOICES, "quantizer": "fgq"})
     assert a["cache_hits"] == {"fp_eval": False, "fp_targets": False, "fisher": False}
-    tests = []
-    real_test = L.Trainer.test
-    monkeypatch.setattr(L.Trainer, "test", lambda self, *a, **k: tests.append(1) or real_test(self, *a, **k))
+    evaluations = []
+    real_evaluate = fgq.pipeline.evaluate
+    monkeypatch.setattr(fgq.pipeline, "evaluate", lambda *a, **k: evaluations.append(1) or real_evaluate(*a, **k))
 
     def recomputed(*args, **kwargs):
         raise AssertionError("recomputed what the cache holds")
@@ -97,7 +97,7 @@ def test_second_job_of_a_sweep_loads_fp_eval_targets_and_fisher(tmp_path, one_th
     monkeypatch.setattr("fgq.quant.calibrate.run_block", recomputed)  # FP propagation: only for targets
     b = run(compose_cfg(tmp_path, [*fgq_small, "bits=w4a8"]), tmp_path / "b", {**CHOICES, "quantizer": "fgq"})
     assert b["cache_hits"] == {"fp_eval": True, "fp_targets": True, "fisher": True}
-    assert len(tests) == 1  # the quantized evaluation only
+    assert len(evaluations) == 1  # the quantized evaluation only
     assert b["fp"] == a["fp"]
     monkeypatch.undo()
     fresh = run(compose_cfg(tmp_path, [*fgq_small, "bits=w4a8", "cache=none"]), tmp_path / "c",

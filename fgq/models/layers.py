@@ -135,7 +135,8 @@ class Block(nn.Module):
 
 
 def fp32_heads(device: torch.device):
-    """The official heads run with CUDA autocast disabled (fp32)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", enabled=False)
+    """The official heads run with CUDA autocast disabled (fp32); the same on any device whose autocast is on (a
+    CPU bf16 run is then the CUDA run's numerics, not a different model)."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
     return nullcontext()

@@ -6,8 +6,6 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-
 from fgq.fisher.compute import as_fisher_config
 from fgq.fisher.plots import save_scatter
 from fgq.validation.correlation import r_summary
@@ -28,7 +26,8 @@ def run_fisher_validation(cfg, out_dir: Path, choices: dict[str, str], group: st
     from fgq.config import ConfigError, validate
     from fgq.io import write_json_atomic
     from fgq.loggers import finish, log_images, make_loggers
-    from fgq.pipeline import _device, build_data, config_digest, peak_memory
+    from fgq.pipeline import build_data, config_digest, peak_memory
+    from fgq.runtime import resolve_device
 
     spec = validate(cfg)
     if spec.is_fp:
@@ -43,7 +42,7 @@ def run_fisher_validation(cfg, out_dir: Path, choices: dict[str, str], group: st
     _, calib = build_data(cfg)
     if calib is None:
         raise ConfigError("the Fisher validation needs calibration clips (calib.source)")
-    device = torch.device(_device(cfg.trainer.accelerator))
+    device = resolve_device(cfg.trainer.accelerator)
     loggers = make_loggers(cfg, out_dir, choices, group, job_type="fisher_validation")
     try:
         from fgq.fisher.cache import fisher_for
