@@ -41,7 +41,7 @@ def channel_absmax(model: torch.nn.Module, images: list[torch.Tensor]) -> dict[s
 
 def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
-    with initialize_config_dir(config_dir=str(ROOT / "conf" / "model"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf" / "model"), version_base="1.3"):
         model = instantiate(compose(args.get("model", "vggt_tiny")))
     data = SyntheticScenes(split="eval", num_scenes=int(args.get("num_scenes", 8)))
     stats = channel_absmax(model, [data[i]["images"] for i in range(len(data))])

@@ -32,7 +32,7 @@ def build_model(full_block: bool) -> torch.nn.Module:
             depth=1, num_heads=16)), camera_head=dict(trunk_depth=1, num_heads=16),
             depth_head=dict(features=32, out_channels=[16, 32, 64, 64], intermediate_layer_idx=[0, 0, 0, 0]),
             point_head=dict(enabled=False)).eval()
-    with initialize_config_dir(config_dir=str(ROOT / "conf" / "model"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf" / "model"), version_base="1.3"):
         return instantiate(compose("vggt_tiny"))
 
 

@@ -54,7 +54,7 @@ def main() -> None:
             importlib.import_module(f"fgq.data.fixtures.{fixture}").write(data_dir)
         # The Co3D fixture holds co3d/ and co3d_annotations/ (the data_dir layout); the others are the root itself.
         root = [] if fixture == "co3d" else [f"dataset.{fixture}.root={data_dir}"]
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=[f"model={args.model}", f"dataset={name}", f"paths.data_dir={data_dir}",
                                                f"paths.cache_dir={tmp / 'cache'}", *root, *overrides])
         if "seq_id_map" in cfg.dataset.eval[name].data:

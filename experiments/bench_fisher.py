@@ -50,7 +50,7 @@ def build_model(name: str, args: argparse.Namespace) -> torch.nn.Module:
         from hydra import compose, initialize_config_dir
         from hydra.utils import instantiate
 
-        with initialize_config_dir(config_dir=str(ROOT / "conf" / "model"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf" / "model"), version_base="1.3"):
             return instantiate(compose("vggt_tiny", overrides=[f"img_size={args.size}"]))
     pairs = args.pairs
     taps = sorted({0, pairs // 3, (2 * pairs) // 3, pairs - 1})

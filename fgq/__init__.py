@@ -12,6 +12,11 @@ __version__ = "0.1.0"
 # identical; it is read at MKL's first call, so setting it here (before any compute) suffices.
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
-ROOT = Path(__file__).resolve().parents[1]
-# ``${fgq_root:}`` in configs: the repository (shipped weights, caches), wherever the command is run from.
+PACKAGE = Path(__file__).resolve().parent  # holds fgq/conf/ and the shipped weights/ (package data)
+CONF_DIR = PACKAGE / "conf"
+# Where caches (.cache/) and data/ live by default: the checkout when fgq runs from one, otherwise (an installed
+# package) the directory the command is started in.
+ROOT = PACKAGE.parent if (PACKAGE.parent / "pyproject.toml").is_file() else Path.cwd()
+# ``${fgq_package:}`` (shipped weights) and ``${fgq_root:}`` (caches, data) in configs, wherever the command runs.
+OmegaConf.register_new_resolver("fgq_package", lambda: str(PACKAGE), replace=True)
 OmegaConf.register_new_resolver("fgq_root", lambda: str(ROOT), replace=True)

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from fgq import ROOT
+from fgq import PACKAGE
 from fgq.digest import data_digest
 from fgq.io import atomic_write, write_json_atomic
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = "fgq-cache-v1"  # bump when an entry's layout or meaning changes
 # Source that determines FP outputs, FP metrics and calibration targets (the key changes when any of it does).
-CODE = ("fgq/models", "fgq/metrics", "fgq/data", "fgq/evaluation.py", "fgq/module.py", "fgq/quant/calibrate.py")
+CODE = ("models", "metrics", "data", "evaluation.py", "module.py", "quant/calibrate.py")  # in the package
 
 
 def digest(obj: object) -> str:
@@ -43,9 +43,9 @@ def digest(obj: object) -> str:
 def code_digest() -> str:
     h = hashlib.sha256()
     for entry in CODE:
-        path = ROOT / entry
+        path = PACKAGE / entry
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            h.update(file.relative_to(ROOT).as_posix().encode())
+            h.update(file.relative_to(PACKAGE).as_posix().encode())
             h.update(file.read_bytes())
     return h.hexdigest()
 

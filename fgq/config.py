@@ -8,10 +8,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from fgq import ROOT
+from fgq import CONF_DIR
 from fgq.quant.spec import QuantSpec
-
-CONF_DIR = ROOT / "conf"
 
 
 class ConfigError(ValueError):
@@ -47,37 +45,22 @@ def check_choices(overrides: Sequence[str]) -> None:
         )
         for value in values:
             if value not in options and value != "null":
-                raise ConfigError(f"unknown {group} '{value}': choose one of {', '.join(options)} (conf/{group}/)")
+                raise ConfigError(f"unknown {group} '{value}': choose one of {', '.join(options)} (fgq/conf/{group}/)")
 
 
-DATASET_ALIASES = ("root", "annotations")
+DATASET_ALIASES = ("root", "annotations")  # dataset.<alias> is the short form of dataset.<name>.<alias>
 
 
-def expand_dataset_aliases(args: Sequence[str]) -> list[str]:
-    """``dataset=co3d dataset.root=X`` → ``dataset.co3d.root=X``: dataset configs keep their paths under their own
-    name (so several merge: ``dataset=[co3d,re10k]``), and with a single dataset the short form is accepted."""
-    chosen = [a.split("=", 1)[1] for a in args if a.startswith("dataset=")]
-    out = []
-    for arg in args:
-        key, _, value = arg.partition("=")
-        if key.lstrip("+~") in (f"dataset.{k}" for k in DATASET_ALIASES):
-            if len(chosen) != 1 or "," in chosen[0] or "[" in chosen[0]:
-                raise ConfigError(f"{key}: name the dataset, e.g. dataset.<name>.{key.split('.')[-1]}=PATH "
-                                  "(the short form needs exactly one dataset=<name>)")
-            arg = f"dataset.{_namespace(chosen[0], key)}.{key.split('.')[-1]}={value}"
-        out.append(arg)
-    return out
-
-
-def _namespace(dataset: str, key: str) -> str:
-    """The top-level key of ``conf/dataset/<dataset>.yaml`` that holds ``key``'s field (e.g. kitti_mono → kitti)."""
-    path = CONF_DIR / "dataset" / f"{dataset}.yaml"
-    field = key.split(".")[-1]
-    node = OmegaConf.load(path) if path.is_file() else {}
-    names = [k for k, v in node.items() if k != "eval" and isinstance(v, DictConfig) and field in v]
-    if len(names) != 1:
-        raise ConfigError(f"{key}: dataset '{dataset}' has no {field} setting (conf/dataset/{dataset}.yaml)")
-    return names[0]
+def _check_aliases(dataset: dict) -> None:
+    """The short form ``dataset.root=PATH`` is resolved by each namespace's ``${oc.select:dataset.root,…}``; it must
+    reach exactly one namespace (one dataset, or several sharing one namespace such as kitti_mono + kitti_video)."""
+    for alias in DATASET_ALIASES:
+        if dataset.get(alias) in (None, "???"):
+            continue
+        owners = [k for k, v in dataset.items() if k != "eval" and isinstance(v, dict) and alias in v]
+        if len(owners) != 1:
+            raise ConfigError(f"dataset.{alias}: name the dataset, e.g. dataset.<name>.{alias}=PATH (the short form "
+                              f"needs exactly one dataset with a {alias} setting; here: {', '.join(owners) or 'none'})")
 
 
 def quant_spec(cfg: DictConfig) -> QuantSpec:
@@ -94,6 +77,8 @@ def _check_roots(node: object, where: str) -> None:
     if not isinstance(node, dict):
         return
     for key, value in node.items():
+        if where == "dataset" and key in DATASET_ALIASES:
+            continue  # the short form, checked by _check_aliases
         if key in ("root", "annotations"):
             if value in (None, "", "???"):
                 raise ConfigError(f"{where}.{key} is not set: give the dataset's location ({where}.{key}=PATH)")
@@ -107,7 +92,7 @@ def calib_node(cfg: DictConfig) -> DictConfig:
     """The calibration source ``calib.sources[calib.source]``, its paths checked."""
     source, sources = cfg.calib.get("source"), cfg.calib.get("sources") or {}
     if source not in sources:
-        raise ConfigError(f"calib.source={source}: choose one of {', '.join(sources)} (conf/calib/default.yaml)")
+        raise ConfigError(f"calib.source={source}: choose one of {', '.join(sources)} (fgq/conf/calib/default.yaml)")
     _check_roots(OmegaConf.to_container(sources[source], resolve=True), f"calib.sources.{source}")
     return sources[source]
 
@@ -119,7 +104,9 @@ def validate(cfg: DictConfig) -> QuantSpec:
         raise ConfigError(f"quantizer.{key} is not set (quantizer.{key}=…)")
     if not cfg.dataset.get("eval"):
         raise ConfigError("dataset.eval is empty: choose at least one evaluation set (dataset=synthetic, ...)")
-    _check_roots(OmegaConf.to_container(cfg.dataset, resolve=True), "dataset")
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    _check_aliases(dataset)
+    _check_roots(dataset, "dataset")
     for name, node in cfg.dataset.eval.items():
         unknown = set(node.protocol.tasks) - {"camera", "depth", "points"}
         if unknown:

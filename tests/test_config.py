@@ -14,7 +14,7 @@ GROUPS = ("model", "dataset", "quantizer", "bits", "calib", "fisher", "logger", 
 
 
 def compose_cfg(overrides=()):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf"), version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
 
@@ -74,3 +74,16 @@ def test_cli_bad_config_exits_nonzero_with_one_line(args, message, tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith(message), proc.stderr
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_dataset_root_short_form_is_an_interpolation(tmp_path):
+    cfg = compose_cfg(["dataset=seven_scenes", f"dataset.root={tmp_path}"])
+    assert cfg.dataset.seven_scenes.root == str(tmp_path) and cfg.dataset.eval.seven_scenes.data.root == str(tmp_path)
+    validate(cfg)
+    assert compose_cfg(["dataset=seven_scenes"]).dataset.seven_scenes.root.endswith("/data/seven_scenes")
+    shared = compose_cfg(["dataset=[kitti_mono,kitti_video]", f"dataset.root={tmp_path}"])  # one namespace: fine
+    validate(shared)
+    with pytest.raises(ConfigError, match="exactly one dataset"):
+        validate(compose_cfg(["dataset=[seven_scenes,dtu]", f"dataset.root={tmp_path}"]))
+    with pytest.raises(ConfigError, match="exactly one dataset"):
+        validate(compose_cfg(["dataset=synthetic", f"dataset.root={tmp_path}"]))

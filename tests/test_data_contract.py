@@ -4,7 +4,6 @@ dataset-path aliases of the command line."""
 import pytest
 import torch
 
-from fgq.config import ConfigError, expand_dataset_aliases
 from fgq.data.batch import check_clip, collate, make_clip
 from fgq.evaluation import DatasetEvaluator
 from fgq.models.geometry import resize_maps, unproject_depth
@@ -84,13 +83,3 @@ def test_vggt_geometry_at_ground_truth_size():
     _, k = pose_encoding_to_extri_intri(pred["pose_enc"], (20, 30))
     torch.testing.assert_close(geo["points"], unproject_depth(geo["depth"], geo["extrinsics"], k))
     assert float(k[0, 0, 0, 2]) == 15.0
-
-
-def test_dataset_path_aliases():
-    assert expand_dataset_aliases(["dataset=seven_scenes", "dataset.root=/d"]) == [
-        "dataset=seven_scenes", "dataset.seven_scenes.root=/d"]
-    assert expand_dataset_aliases(["dataset.seven_scenes.root=/d"]) == ["dataset.seven_scenes.root=/d"]
-    with pytest.raises(ConfigError, match="exactly one dataset"):
-        expand_dataset_aliases(["dataset=[seven_scenes,dtu]", "dataset.root=/d"])
-    with pytest.raises(ConfigError, match="has no root setting"):
-        expand_dataset_aliases(["dataset=synthetic", "dataset.root=/d"])

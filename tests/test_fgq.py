@@ -134,16 +134,16 @@ def test_save_and_reload(tmp_path):
 
 
 def test_hydra_config():
-    defaults = OmegaConf.load(ROOT / "conf" / "config.yaml").defaults
+    defaults = OmegaConf.load(ROOT / "fgq" / "conf" / "config.yaml").defaults
     has_group = any(isinstance(d, dict) and "fisher" in d for d in OmegaConf.to_container(defaults))
     overrides = ["quantizer=fgq", "fisher.tasks=[points,depth]", "fisher.granularity=block"]
     if not has_group:  # until conf/config.yaml lists the fisher group
         overrides.append("+fisher=default")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     config = instantiate(cfg.quantizer)
     assert isinstance(config, FGQConfig)
-    flat = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "quantizer" / "flatquant.yaml"))
+    flat = OmegaConf.to_container(OmegaConf.load(ROOT / "fgq" / "conf" / "quantizer" / "flatquant.yaml"))
     flat.pop("_target_")
     assert FlatQuantConfig(**{k: v for k, v in vars(config).items() if k != "fisher"}) == FlatQuantConfig(**flat)
     assert config.fisher.tasks == ("depth", "points") and config.fisher.granularity == "block"

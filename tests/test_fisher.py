@@ -210,9 +210,9 @@ def test_config_knobs_and_yaml():
         with pytest.raises(ValueError):
             FisherConfig(**bad)
     for name in ("default", "none", "block", "empirical", "paper"):
-        node = OmegaConf.load(ROOT / "conf" / "fisher" / f"{name}.yaml")
+        node = OmegaConf.load(ROOT / "fgq" / "conf" / "fisher" / f"{name}.yaml")
         assert node.get("_target_", "fgq.fisher.compute.FisherConfig") == "fgq.fisher.compute.FisherConfig"
-    node = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "fisher" / "default.yaml"))
+    node = OmegaConf.to_container(OmegaConf.load(ROOT / "fgq" / "conf" / "fisher" / "default.yaml"))
     node.pop("_target_")
     assert node.pop("cache_dir") == "${paths.cache_dir}/fisher"
     assert FisherConfig(**node) == FisherConfig()

@@ -277,7 +277,7 @@ def test_state_dict_reloads_strictly_into_rebuilt_model():
 
 
 def test_config_yaml_matches_dataclass_and_validates():
-    node = OmegaConf.load(ROOT / "conf" / "quantizer" / "flatquant.yaml")
+    node = OmegaConf.load(ROOT / "fgq" / "conf" / "quantizer" / "flatquant.yaml")
     assert node.pop("_target_") == "fgq.quant.flatquant_config.FlatQuantConfig"
     assert FlatQuantConfig(**OmegaConf.to_container(node)) == FlatQuantConfig()
     for bad in ({"diag_init": "x"}, {"transform": "x"}, {"cache_dtype": "float16"}, {"batch_size": 0}):

@@ -25,7 +25,7 @@ def read_tsv(name: str) -> dict[str, tuple[int, ...]]:
 
 
 def model_cfg(name: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf" / "model"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf" / "model"), version_base="1.3"):
         return compose(config_name=name)
 
 

@@ -15,7 +15,7 @@ SMALL = ["quantizer=rtn", "logger=none", "trainer.enable_progress_bar=false",
 
 
 def compose_cfg(tmp_path, overrides=()):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf"), version_base="1.3"):
         return compose("config", overrides=[*SMALL, f"paths.output_dir={tmp_path}", *overrides])
 
 

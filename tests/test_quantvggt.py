@@ -233,7 +233,7 @@ def test_save_and_reload_gives_identical_outputs(tmp_path):
 
 
 def test_config_yaml_and_validation():
-    config = instantiate(OmegaConf.load(ROOT / "conf" / "quantizer" / "quantvggt.yaml"))
+    config = instantiate(OmegaConf.load(ROOT / "fgq" / "conf" / "quantizer" / "quantvggt.yaml"))
     assert isinstance(config.sampling, SamplerConfig)
     assert config == QuantVGGTConfig(sampling=SamplerConfig(noise_block_fraction=0.1667))
     for bad in ({"global_tokens": "frames"}, {"smooth_weight_stat": "both"}, {"alpha": 2.0},
@@ -251,7 +251,7 @@ def test_pipeline_save_then_load(tmp_path, quantizer):
             "quarot_gptq": ["quantizer=quarot", "quantizer.weight_quantizer=gptq"]}[quantizer]
 
     def cfg(out, *overrides):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf"), version_base="1.3"):
             return compose("config", overrides=[*small, f"paths.output_dir={out}", *overrides])
 
     first = run(cfg(tmp_path / "a", *make, "bits=w4a8", "save_quantized=true"), tmp_path / "a", {})

@@ -108,7 +108,7 @@ def test_save_and_reload_gives_identical_outputs(tmp_path, weight_quantizer):
 
 
 def test_config_yaml_and_validation():
-    node = OmegaConf.load(ROOT / "conf" / "quantizer" / "quarot.yaml")
+    node = OmegaConf.load(ROOT / "fgq" / "conf" / "quantizer" / "quarot.yaml")
     config = instantiate(node)
     assert isinstance(config, QuaRotConfig) and config == QuaRotConfig()
     assert isinstance(config.gptq, GPTQConfig)

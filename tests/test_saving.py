@@ -99,7 +99,7 @@ def test_pipeline_save_then_load(tmp_path):
              "dataset.eval.synthetic.protocol.tasks=[camera,depth]"]
 
     def cfg(out, *overrides):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf"), version_base="1.3"):
             return compose("config", overrides=[*small, f"paths.output_dir={out}", *overrides])
 
     first = run(cfg(tmp_path / "a", "bits=w4a8", "save_quantized=true"), tmp_path / "a", {})

@@ -21,7 +21,7 @@ FLOORS = {"vggt_tiny": {"auc@30": 2.0, "abs_rel": 0.55, "acc_mean": 0.7},
 
 
 def evaluate(name: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf" / "model"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf" / "model"), version_base="1.3"):
         cfg = compose(name)
     assert cfg.checkpoint and str(cfg.checkpoint).endswith(f"weights/{name}.safetensors")
     model = instantiate(cfg)

@@ -27,7 +27,7 @@ CHOICES = {"model": "vggt_tiny", "quantizer": "rtn", "bits": "w4a4", "dataset": 
 
 
 def compose_cfg(tmp_path, overrides=()):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf"), version_base="1.3"):
         return compose("config", overrides=[*TINY, f"paths.cache_dir={tmp_path / 'cache'}",
                                             f"paths.output_dir={tmp_path}", *overrides])
 
@@ -121,7 +121,7 @@ def test_failed_job_does_not_stop_the_sweep_and_a_rerun_resumes(tmp_path):
     stamp = (sweep / "1" / "metrics.json").stat().st_mtime_ns
     run_cli(*args, expect=1)
     assert (sweep / "1" / "metrics.json").stat().st_mtime_ns == stamp  # done: not rerun
-    assert "skipped" in (sweep / "1" / "run.log").read_text()
+    assert "skipped" in (sweep / "1" / "fgq.log").read_text()
     assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "failed"  # retried, fails again
 
 
@@ -165,11 +165,11 @@ def test_job_killed_mid_calibration_leaves_no_half_written_outputs(tmp_path, sig
 
 
 def test_every_experiment_composes_into_a_runnable_grid_on_the_embedded_default():
-    experiments = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
+    experiments = sorted(p.stem for p in (ROOT / "fgq" / "conf" / "experiment").glob("*.yaml"))
     assert {"table1_pose", "table2_pointmap", "table3_dtu", "table4_depth", "table5_fisher_tasks",
             "table6_overhead", "table7_pi3", "fisher_validation"} <= set(experiments)
-    quantizers = {p.stem for p in (ROOT / "conf" / "quantizer").glob("*.yaml")}
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    quantizers = {p.stem for p in (ROOT / "fgq" / "conf" / "quantizer").glob("*.yaml")}
+    with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf"), version_base="1.3"):
         for name in experiments:
             master = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
             jobs = expected_jobs(master)

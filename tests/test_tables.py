@@ -219,7 +219,7 @@ def test_experiments_reference_is_the_shared_one():
     shared = ROOT.parent / "shared" / "reference" / "paper_results.csv"
     if not shared.exists():
         pytest.skip("shared/ not present")
-    assert (ROOT / "experiments" / "reference" / "paper_results.csv").read_bytes() == shared.read_bytes()
+    assert (ROOT / "fgq" / "sweeps" / "paper_results.csv").read_bytes() == shared.read_bytes()
 
 
 def test_load_sweep_of_a_single_run_directory(tmp_path):

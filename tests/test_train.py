@@ -44,7 +44,7 @@ def test_train_logs_resumes_and_exports(tmp_path, model):
     assert min(steps) >= 2  # continued, not restarted
     assert (tmp_path / f"{model}.safetensors").read_bytes() != first
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf" / "model"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf" / "model"), version_base="1.3"):
         cfg = compose(model, overrides=[f"checkpoint={tmp_path}/{model}.safetensors"])
     net = instantiate(cfg).eval()
     with torch.no_grad():

@@ -177,7 +177,7 @@ def test_job_writes_metrics_and_reuses_the_fisher_cache(tmp_path):
     overrides = ["experiment=fisher_validation", "logger=none", "calib.num_clips=2", "calib.frames=2",
                  "calib.sources.synthetic.height=28", "calib.sources.synthetic.width=28",
                  f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}"]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     assert cfg.job == "fisher_validation" and cfg.bits.w_bits == 4 and cfg.bits.a_bits == 4
     choices = {"model": "vggt_tiny", "bits": "w4a4", "experiment": "fisher_validation"}

@@ -64,7 +64,7 @@ CACHE_VERSION = "fgq-fisher-v1"  # bump when the computation changes: old cache 
 
 @dataclass
 class FisherConfig:
-    """The ``fisher`` config group (``conf/fisher/*.yaml``): how the Fisher is computed and turned into weights.
+    """The ``fisher`` config group (``fgq/conf/fisher/*.yaml``): how the Fisher is computed and turned into weights.
 
     Computation (part of the cache key): ``estimator``, ``num_projections`` and ``seed`` (empirical only),
     ``num_clips`` (the first N calibration clips; ``None`` = all; the official code uses the first 32 of 64).

@@ -1,4 +1,4 @@
-"""Hydra targets of ``conf/model/*.yaml``: build a model from its architecture knobs and, when
+"""Hydra targets of ``fgq/conf/model/*.yaml``: build a model from its architecture knobs and, when
 ``checkpoint`` is set, load it strictly (built on ``meta`` first so that no second full copy exists)."""
 
 from __future__ import annotations

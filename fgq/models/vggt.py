@@ -1,6 +1,6 @@
 """VGGT: aggregator + camera head + DPT depth and point heads, with the official parameter names.
 
-The same class builds VGGT-1B (``conf/model/vggt.yaml``) and the tiny models (``vggt_tiny.yaml``).
+The same class builds VGGT-1B (``fgq/conf/model/vggt.yaml``) and the tiny models (``vggt_tiny.yaml``).
 The official track head is not implemented (not part of FGQ); its checkpoint keys are recognised and
 skipped by the loader.
 """

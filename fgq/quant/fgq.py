@@ -32,7 +32,7 @@ from fgq.quant.spec import QuantSpec
 
 @dataclass
 class FGQConfig(FlatQuantConfig):
-    """FlatQuant's settings (``conf/quantizer/flatquant.yaml``) plus ``fisher`` (the ``conf/fisher`` group:
+    """FlatQuant's settings (``fgq/conf/quantizer/flatquant.yaml``) plus ``fisher`` (the ``fgq/conf/fisher`` group:
     tasks, task weights, granularity, floor, normalisation, estimator; see ``FisherConfig``)."""
 
     fisher: FisherConfig = field(default_factory=FisherConfig)

@@ -1,4 +1,4 @@
-"""FlatQuant's settings (``conf/quantizer/flatquant.yaml``): their own module so that the block (``flat_block``)
+"""FlatQuant's settings (``fgq/conf/quantizer/flatquant.yaml``): their own module so that the block (``flat_block``)
 and the calibration (``flatquant``) both read them without importing each other."""
 
 from __future__ import annotations

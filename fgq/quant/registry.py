@@ -1,6 +1,6 @@
 """The quantizer registry and the one entry point ``quantize(model, config, spec, context)``.
 
-Each algorithm has a config dataclass (what ``conf/quantizer/*.yaml`` instantiates) registered with the
+Each algorithm has a config dataclass (what ``fgq/conf/quantizer/*.yaml`` instantiates) registered with the
 function ``fn(view, config, spec, context) -> cost figures`` that applies it; the config's type selects the
 algorithm, as in torchao's ``quantize_``. A registration also says whether the algorithm needs calibration
 data, how to rebuild its structure for reloading, whether a model it made can be saved, and (for a config

@@ -1,4 +1,4 @@
-"""``QuantSpec``: what to quantize to. ``conf/bits/*.yaml`` set only these fields."""
+"""``QuantSpec``: what to quantize to. ``fgq/conf/bits/*.yaml`` set only these fields."""
 
 from __future__ import annotations
 

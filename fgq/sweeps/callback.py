@@ -1,4 +1,4 @@
-"""The Hydra callback that aggregates a sweep when it ends (``conf/hydra/default.yaml`` registers it):
+"""The Hydra callback that aggregates a sweep when it ends (``fgq/conf/hydra/default.yaml`` registers it):
 ``fgq.sweeps.aggregate.aggregate`` on the sweep directory (read from disk, so it works for every launcher: the
 basic one, joblib processes and SLURM/submitit jobs), and the W&B summary run (``fgq.sweeps.wandb_summary``).
 

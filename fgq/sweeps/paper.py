@@ -1,4 +1,4 @@
-"""The paper's reported numbers (``experiments/reference/paper_results.csv``, a copy of the shared reference; its
+"""The paper's reported numbers (``fgq/sweeps/paper_results.csv``, a copy of the shared reference; its
 provenance and known inconsistencies are in ``shared/reference/paper_results.md``) and how our names map to them."""
 
 from __future__ import annotations
@@ -7,9 +7,7 @@ import csv
 import re
 from pathlib import Path
 
-from fgq import ROOT
-
-REFERENCE = ROOT / "experiments" / "reference" / "paper_results.csv"
+REFERENCE = Path(__file__).with_name("paper_results.csv")
 PAPER_MODELS = {"vggt": "VGGT-1B", "pi3": "Pi3"}  # only with a checkpoint: random weights are not the paper's
 PAPER_DATASETS = {"co3d": "Co3Dv2", "re10k": "RealEstate10K", "seven_scenes": "7-Scenes", "eth3d": "ETH3D",
                   "dtu": "DTU", "kitti_mono": "KITTI-mono", "kitti_video": "KITTI-video"}

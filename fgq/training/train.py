@@ -1,7 +1,7 @@
 """Train a tiny VGGT or π3 on synthetic scenes: ``python -m fgq.training model=vggt_tiny``.
 
 Lightning ``fit``, seeded, resumable from ``train.ckpt_dir/last.ckpt``; at the end the weights are exported
-as safetensors (the file ``conf/model/<name>.yaml`` points at), loadable through the normal checkpoint path.
+as safetensors (the file ``fgq/conf/model/<name>.yaml`` points at), loadable through the normal checkpoint path.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
-from fgq import ROOT
 from fgq.data.batch import collate
 from fgq.data.synthetic import SyntheticScenes
 from fgq.evaluation import DatasetEvaluator
@@ -138,7 +137,7 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str]) -> Path:
     return export
 
 
-@hydra.main(config_path=str(ROOT / "conf"), config_name="train", version_base="1.3")
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     choices = {k: str(v) for k, v in hc.runtime.choices.items() if not k.startswith("hydra") and v is not None}

@@ -1,0 +1,1 @@
+"""Hydra configs (package data: found by ``pkg://fgq.conf`` from any install)."""
