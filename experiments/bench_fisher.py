@@ -141,7 +141,7 @@ def bench_calibration(base: torch.nn.Module, calib: list[dict], device: torch.de
     common = dict(epochs=args.epochs, cache_dtype=args.cache_dtype, seed=0)
     configs = {
         "flatquant": lambda: FlatQuantConfig(**common),
-        "fgq": lambda: FGQConfig(**common, fisher=FisherConfig(num_clips=args.fisher_clips, cache_dir=None)),
+        "fgq": lambda: FGQConfig(**common),
     }
     runs: dict[str, list[dict]] = {k: [] for k in configs}
     for repeat in range(-args.warmup, args.repeats):  # negative: warm-up rounds, not counted
@@ -150,7 +150,8 @@ def bench_calibration(base: torch.nn.Module, calib: list[dict], device: torch.de
             sync(device)
             start = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):  # the calibration's progress bar
-                cost = quantize(model, make(), W4A4, calib=calib, device=device)
+                cost = quantize(model, make(), W4A4, calib=calib, device=device,
+                                fisher_config=FisherConfig(num_clips=args.fisher_clips))
             sync(device)
             cost["wall_s"] = time.perf_counter() - start
             if repeat >= 0:

@@ -2,17 +2,18 @@
 own ``Trainer`` (the pipeline itself evaluates with the plain loop of ``fgq.evaluation``: the same numbers, with
 no Lightning round trips).
 
-    exp = QuantExperiment(model, protocols, FGQConfig(), QuantSpec(w_bits=4, a_bits=4), calib=clips)
+    exp = QuantExperiment(model, protocols, FGQConfig(), QuantSpec(w_bits=4, a_bits=4), calib=clips,
+                          fisher_config=FisherConfig(tasks=["points"]))
     trainer.test(exp, dataloaders=loaders)   # FP evaluation      → exp.results["fp"]
     trainer.test(exp, dataloaders=loaders)   # quantize, evaluate → exp.results["quant"], exp.cost
 
 Lightning supplies the device, precision, progress bar and loggers; quantization runs at the start of the second
-``test`` on the trainer's device, through ``fgq.quant.quantize``.
+``test`` on the trainer's device, through ``fgq.quant.quantize`` (``context``: ``QuantContext`` fields but the
+device).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
@@ -25,14 +26,14 @@ from fgq.quant import QuantContext, QuantSpec, quantize
 
 class QuantExperiment(L.LightningModule):
     def __init__(self, model: nn.Module, protocols: dict[str, dict], quantizer: Any = None,
-                 spec: QuantSpec | None = None, calib: Iterable[dict] | None = None) -> None:
+                 spec: QuantSpec | None = None, **context: Any) -> None:
         super().__init__()
         if (quantizer is None) != (spec is None):
             raise ValueError("QuantExperiment: give both quantizer and spec, or neither (FP evaluation only)")
         self.model = model
         self.names = list(protocols)
         self.protocols = protocols
-        self.quantizer, self.spec, self.calib = quantizer, spec, calib
+        self.quantizer, self.spec, self.context = quantizer, spec, context
         self.results: dict[str, dict[str, dict]] = {}
         self.cost: dict | None = None
         self._evaluators: dict[str, DatasetEvaluator] = {}
@@ -47,8 +48,8 @@ class QuantExperiment(L.LightningModule):
 
     def on_test_start(self) -> None:
         if self.quantizer is not None and self.cost is None and "fp" in self.results:
-            self.cost = quantize(self.model, self.quantizer, self.spec, QuantContext(calib=self.calib,
-                                                                                    device=self.device))
+            context = QuantContext(**self.context, device=self.device)
+            self.cost = quantize(self.model, self.quantizer, self.spec, context)
 
     def on_test_epoch_start(self) -> None:
         self.model.eval()

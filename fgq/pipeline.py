@@ -23,6 +23,7 @@ from fgq.config import ConfigError, calib_node, validate
 from fgq.data.batch import collate
 from fgq.data.files import DataError
 from fgq.evaluation import evaluate
+from fgq.fisher.compute import as_fisher_config
 from fgq.io import write_json_atomic
 from fgq.loggers import finish, log_images, make_loggers
 from fgq.quant import QuantContext, quantize, save_quantized
@@ -50,9 +51,8 @@ def config_digest(cfg: DictConfig) -> str:
     for key in NOT_DIGESTED:
         data.pop(key, None)
     data.get("trainer", {}).pop("enable_progress_bar", None)
-    for node in (data.get("fisher"), (data.get("quantizer") or {}).get("fisher")):
-        if isinstance(node, dict):
-            node.pop("cache_dir", None)
+    if isinstance(data.get("fisher"), dict):
+        data["fisher"].pop("cache_dir", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -173,10 +173,11 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
             quant = fp
         else:
             log.info("quantizing: quantizer=%s bits=%s", choices.get("quantizer"), choices.get("bits"))
+            fisher = OmegaConf.to_container(cfg.fisher, resolve=True) if cfg.get("fisher") else None
             context = QuantContext(
                 calib=calib, device=device, target_store=target_store(cfg, device, calib),
-                use_caches=bool((cfg.get("cache") or {}).get("enabled", True)), out_dir=out_dir,
-                log_images=lambda images: log_images(loggers, images))
+                use_caches=bool((cfg.get("cache") or {}).get("enabled", True)), fisher_config=as_fisher_config(fisher),
+                out_dir=out_dir, log_images=lambda images: log_images(loggers, images))
             cost = quantize(model, qconfig, spec, context)
             hits["fp_targets"] = (cost.get("fp_targets") or {}).get("hit")
             hits["fisher"] = (cost.get("fisher") or {}).get("cache_hit")  # None: no Fisher, or no cache

@@ -25,9 +25,9 @@ IMAGES = fixture_images((1, 2, 3, 28, 28), seed=50)
 KEYS = ("pose_enc", "depth", "world_points")
 
 
-def _run(config, family="vggt", fisher=None, spec=W4A4):
+def _run(config, family="vggt", fisher=None, spec=W4A4, fisher_config=None):
     model = fixture_vggt() if family == "vggt" else fixture_pi3()
-    cost = quantize(model, config, spec, calib=CALIB, fisher=fisher)
+    cost = quantize(model, config, spec, calib=CALIB, fisher=fisher, fisher_config=fisher_config)
     with torch.no_grad():
         out = model(IMAGES)
     return model, cost, out
@@ -45,7 +45,7 @@ def _same(a, b) -> bool:
 def test_neutral_knobs_equal_flatquant(flatquant):
     model, _, out = flatquant
     # granularity none: no Fisher at all
-    fgq_model, cost, fgq_out = _run(FGQConfig(epochs=1, fisher=FisherConfig(granularity="none")))
+    fgq_model, cost, fgq_out = _run(FGQConfig(epochs=1), fisher_config=FisherConfig(granularity="none"))
     assert _same(out, fgq_out) and "blocks" in cost and "source" not in cost["fisher"]
     reference = model.state_dict()
     assert all(torch.equal(v, reference[k]) for k, v in fgq_model.state_dict().items())
@@ -75,11 +75,11 @@ def test_fisher_weights_change_the_result(flatquant):
     assert fig["weights"]["max"] > 1.0 > fig["weights"]["min"] >= 0.01
     assert cost["quantize_s"] == pytest.approx(cost["fisher_s"] + cost["flatquant_s"])
     # a task subset gives other weights, hence another model
-    _, cost, points_out = _run(FGQConfig(epochs=1, fisher=FisherConfig(tasks=["points"])))
+    _, cost, points_out = _run(FGQConfig(epochs=1), fisher_config=FisherConfig(tasks=["points"]))
     assert cost["fisher"]["weight_tasks"] == ["points"] and cost["fisher"]["tasks"] == ["camera", "depth", "points"]
     assert not _same(fgq_out, points_out)
     # block granularity: a per-block constant cancels in L / stopgrad(L) (fgq_method.md §4.2)
-    _, _, block_out = _run(FGQConfig(epochs=1, fisher=FisherConfig(granularity="block")))
+    _, _, block_out = _run(FGQConfig(epochs=1), fisher_config=FisherConfig(granularity="block"))
     for k in KEYS:
         torch.testing.assert_close(block_out[k], out[k], rtol=1e-4, atol=1e-5)
 
@@ -102,9 +102,9 @@ def test_wrong_fisher_shape_and_missing_calib():
 
 
 def test_fisher_cache_through_the_quantizer(tmp_path):
-    config = FGQConfig(epochs=0, fisher=FisherConfig(cache_dir=str(tmp_path)))
-    first = _run(config)[1]["fisher"]
-    second = _run(config)[1]["fisher"]
+    fisher_config = FisherConfig(cache_dir=str(tmp_path))
+    first = _run(FGQConfig(epochs=0), fisher_config=fisher_config)[1]["fisher"]
+    second = _run(FGQConfig(epochs=0), fisher_config=fisher_config)[1]["fisher"]
     assert first["source"] == "computed" and second["source"] == "cache"
     assert first["block_mean"] == second["block_mean"]
     assert len(list(tmp_path.glob("fisher-*.safetensors"))) == 1
@@ -112,9 +112,9 @@ def test_fisher_cache_through_the_quantizer(tmp_path):
 
 def test_context_takes_pictures_and_can_bypass_the_cache(tmp_path):
     logged = {}
-    config = FGQConfig(epochs=0, fisher=FisherConfig(cache_dir=str(tmp_path / "cache")))
-    context = QuantContext(calib=CALIB, out_dir=tmp_path / "job", log_images=logged.update, use_caches=False)
-    cost = quantize(fixture_vggt(), config, W4A4, context)
+    context = QuantContext(calib=CALIB, out_dir=tmp_path / "job", log_images=logged.update, use_caches=False,
+                           fisher_config=FisherConfig(cache_dir=str(tmp_path / "cache")))
+    cost = quantize(fixture_vggt(), FGQConfig(epochs=0), W4A4, context)
     assert cost["fisher"]["source"] == "computed" and "cache_hit" not in cost["fisher"]
     assert not (tmp_path / "cache").exists()  # use_caches=False: the cache is neither read nor written
     assert {p.name for p in (tmp_path / "job").iterdir()} == {"fisher_blocks.png", "fisher_channels.png"}
@@ -123,8 +123,8 @@ def test_context_takes_pictures_and_can_bypass_the_cache(tmp_path):
 
 def test_save_and_reload(tmp_path):
     spec = QuantSpec(w_bits=4, a_bits=8)
-    config = FGQConfig(epochs=1, fisher=FisherConfig(tasks=["points", "depth"]))
-    model, _, out = _run(config, spec=spec)
+    config = FGQConfig(epochs=1)
+    model, _, out = _run(config, spec=spec, fisher_config=FisherConfig(tasks=["points", "depth"]))
     node = OmegaConf.merge(OmegaConf.create({"_target_": "fgq.quant.fgq.FGQConfig"}), OmegaConf.structured(config))
     path = save_quantized(model, node, spec, tmp_path)
     fresh = fixture_vggt()
@@ -145,6 +145,8 @@ def test_hydra_config():
     assert isinstance(config, FGQConfig)
     flat = OmegaConf.to_container(OmegaConf.load(ROOT / "fgq" / "conf" / "quantizer" / "flatquant.yaml"))
     flat.pop("_target_")
-    assert FlatQuantConfig(**{k: v for k, v in vars(config).items() if k != "fisher"}) == FlatQuantConfig(**flat)
-    assert config.fisher.tasks == ("depth", "points") and config.fisher.granularity == "block"
-    assert config.fisher.cache_dir == str(ROOT / ".cache" / "fisher")
+    assert FlatQuantConfig(**vars(config)) == FlatQuantConfig(**flat)
+    assert "fisher" not in cfg.quantizer  # one copy of the Fisher's settings per job: the fisher group
+    fisher = instantiate(cfg.fisher)
+    assert fisher.tasks == ("depth", "points") and fisher.granularity == "block"
+    assert fisher.cache_dir == str(ROOT / ".cache" / "fisher")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from fgq.fisher.compute import FisherConfig
 from fgq.quant.calibrate import TargetStore
 
 
@@ -18,7 +19,8 @@ class QuantContext:
     """``calib``: batches of the common batch type (``None`` for data-free quantizers). ``target_store``: FP block
     inputs/targets shared by the FP-propagating calibrations of a sweep (``fgq.caches.TargetCache``).
     ``use_caches=False``: the Fisher cache is neither read nor written (``cache=none``). ``fisher``: a Fisher
-    ``[tasks, blocks, channels]`` the caller already has (FGQ then skips computing one). ``out_dir`` and
+    ``[tasks, blocks, channels]`` the caller already has (FGQ then skips computing one); ``fisher_config``: the job's
+    ``fisher`` group (how a Fisher is computed and turned into weights; defaults when ``None``). ``out_dir`` and
     ``log_images``: where a quantizer writes the pictures it makes (FGQ's Fisher heatmaps) and how they reach the
     job's loggers."""
 
@@ -27,6 +29,7 @@ class QuantContext:
     target_store: TargetStore | None = None
     use_caches: bool = True
     fisher: torch.Tensor | None = None
+    fisher_config: FisherConfig | None = None
     out_dir: Path | None = None
     log_images: Callable[[dict[str, Path]], None] | None = None
 

@@ -3,8 +3,8 @@
 ``fgq_method.md`` §1–§4: the activation Fisher ``[T, L, C]`` of the **FP** model (``fgq.fisher.compute``) becomes
 per-block, per-channel weights ``w[l] ∈ R^C`` (``fisher_to_weights``), and block ``l``'s FlatQuant loss becomes
 ``mean(w[l] · (B̂_l(X) − B_l(X))²)`` (normalised as ``L / stopgrad(L)``). Everything else is FlatQuant with
-the same settings, so ``FGQConfig`` is ``FlatQuantConfig`` plus a ``fisher`` node (``FisherConfig``), and a
-model quantized by FGQ has FlatQuant's structure (same rebuild for reloading).
+the same settings, so ``FGQConfig`` has ``FlatQuantConfig``'s fields (the Fisher's settings come with the context),
+and a model quantized by FGQ has FlatQuant's structure (same rebuild for reloading).
 
 The Fisher comes from the caller (``QuantContext.fisher``, ``[3, L, C]``, tasks in ``fgq.fisher.compute.TASKS``
 order) or is computed here from the calibration data, through the cache when ``fisher.cache_dir`` is set and the
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from fgq.fisher.cache import fisher_for
-from fgq.fisher.compute import TASKS, FisherConfig, as_fisher_config, fisher_summary, fisher_to_weights
+from fgq.fisher.compute import TASKS, as_fisher_config, fisher_summary, fisher_to_weights
 from fgq.fisher.plots import block_labels, save_fisher_figures
 from fgq.models.adapter import QuantView
 from fgq.quant.context import QuantContext
@@ -32,14 +32,9 @@ from fgq.quant.spec import QuantSpec
 
 @dataclass
 class FGQConfig(FlatQuantConfig):
-    """FlatQuant's settings (``fgq/conf/quantizer/flatquant.yaml``) plus ``fisher`` (the ``fgq/conf/fisher`` group:
-    tasks, task weights, granularity, floor, normalisation, estimator; see ``FisherConfig``)."""
-
-    fisher: FisherConfig = field(default_factory=FisherConfig)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.fisher = as_fisher_config(self.fisher)
+    """FlatQuant's settings (``fgq/conf/quantizer/flatquant.yaml``). The Fisher's settings are the job's ``fisher``
+    group (tasks, task weights, granularity, floor, normalisation, estimator: ``FisherConfig``), which reaches FGQ
+    as ``QuantContext.fisher_config`` (defaults when absent), so there is one copy of them per job."""
 
 
 def _weights_summary(weights: torch.Tensor, floor: float) -> dict:
@@ -63,7 +58,9 @@ def fgq(view: QuantView, config: FGQConfig, spec: QuantSpec, ctx: QuantContext) 
         calib = list(calib)
     if spec.is_fp:
         return flatquant_calibrate(view, config, spec, calib, device, store=ctx.target_store)
-    fc = config.fisher if ctx.use_caches else dataclasses.replace(config.fisher, cache_dir=None)
+    fc = as_fisher_config(ctx.fisher_config)
+    if not ctx.use_caches:
+        fc = dataclasses.replace(fc, cache_dir=None)
     start = time.perf_counter()
     figures: dict = {"granularity": fc.granularity, "weight_tasks": list(fc.tasks)}
     weights = None
