@@ -20,3 +20,8 @@ ROOT = PACKAGE.parent if (PACKAGE.parent / "pyproject.toml").is_file() else Path
 # ``${fgq_package:}`` (shipped weights) and ``${fgq_root:}`` (caches, data) in configs, wherever the command runs.
 OmegaConf.register_new_resolver("fgq_package", lambda: str(PACKAGE), replace=True)
 OmegaConf.register_new_resolver("fgq_root", lambda: str(ROOT), replace=True)
+
+# The config groups' dataclass schemas (Hydra's ConfigStore), before any config is composed.
+from fgq import schemas  # noqa: E402
+
+schemas.register()

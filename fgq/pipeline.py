@@ -23,12 +23,12 @@ from fgq.config import ConfigError, calib_node, validate
 from fgq.data.batch import collate
 from fgq.data.files import DataError
 from fgq.evaluation import evaluate
-from fgq.fisher.compute import as_fisher_config
 from fgq.io import write_json_atomic
 from fgq.loggers import finish, log_images, make_loggers
 from fgq.quant import QuantContext, quantize, save_quantized
 from fgq.quant.registry import needs_calibration, resolved_spec, saveable
 from fgq.runtime import resolve_device, resolve_precision
+from fgq.schemas import config_object
 
 log = logging.getLogger(__name__)
 # Lightning's start-up banner (GPU/TPU availability, tips) adds nothing to a PTQ job's log.
@@ -105,6 +105,14 @@ def build_data(cfg: DictConfig, with_calib: bool = True) -> tuple[dict[str, Data
     return loaders, calib
 
 
+def _config_object(node: DictConfig, where: str):
+    """The group's dataclass; a value it refuses is a config error (one line, before any work)."""
+    try:
+        return config_object(node, where)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
 def log_phase(loggers: list, phase: str, results: dict) -> None:
     """``<phase>/<eval set>/<task>/<metric>`` to every logger (the same keys whether computed or cached)."""
     flat = {f"{phase}/{name}/{task}/{metric}": value for name, tasks in results.items()
@@ -155,7 +163,8 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = instantiate(cfg.model)
-    qconfig = instantiate(cfg.quantizer)
+    qconfig = _config_object(cfg.quantizer, "quantizer")
+    fisher_config = _config_object(cfg.fisher, "fisher") if cfg.get("fisher") else None
     spec = resolved_spec(qconfig, spec)  # e.g. a saved quantized model keeps the bits it was made with
     loaders, calib = build_data(cfg, with_calib=not spec.is_fp and needs_calibration(qconfig))
     protocols = {name: OmegaConf.to_container(node.protocol, resolve=True) for name, node in cfg.dataset.eval.items()}
@@ -173,16 +182,15 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
             quant = fp
         else:
             log.info("quantizing: quantizer=%s bits=%s", choices.get("quantizer"), choices.get("bits"))
-            fisher = OmegaConf.to_container(cfg.fisher, resolve=True) if cfg.get("fisher") else None
             context = QuantContext(
                 calib=calib, device=device, target_store=target_store(cfg, device, calib),
-                use_caches=bool((cfg.get("cache") or {}).get("enabled", True)), fisher_config=as_fisher_config(fisher),
+                use_caches=bool((cfg.get("cache") or {}).get("enabled", True)), fisher_config=fisher_config,
                 out_dir=out_dir, log_images=lambda images: log_images(loggers, images))
             cost = quantize(model, qconfig, spec, context)
             hits["fp_targets"] = (cost.get("fp_targets") or {}).get("hit")
             hits["fisher"] = (cost.get("fisher") or {}).get("cache_hit")  # None: no Fisher, or no cache
             if cfg.get("save_quantized") and saveable(qconfig):
-                cost["saved"] = str(save_quantized(model, cfg.quantizer, spec, out_dir))
+                cost["saved"] = str(save_quantized(model, qconfig, spec, out_dir))
             t = time.perf_counter()
             quant = evaluate(model, loaders, protocols, device, precision, progress=cfg.trainer.enable_progress_bar)
             log_phase(loggers, "quant", quant)

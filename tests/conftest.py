@@ -6,7 +6,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-SHARED = ROOT.parent / "shared" / "reference"
 
 
 @pytest.fixture(autouse=True)

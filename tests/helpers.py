@@ -71,6 +71,17 @@ def assert_metrics_close(a: dict, b: dict, rel: float = 1e-5) -> None:
 OUTPUT_KEYS = ("pose_enc", "depth", "world_points")
 
 
+def composed(group: str, option: str, overrides: tuple[str, ...] = ()) -> object:
+    """``fgq/conf/<group>/<option>.yaml`` composed (with its schema) and turned into its dataclass."""
+    from hydra import compose, initialize_config_module
+
+    from fgq.schemas import config_object
+
+    with initialize_config_module("fgq.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"{group}={option}", *overrides])
+    return config_object(cfg[group], group)
+
+
 def model_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """The tensors a quantizer test compares: VGGT's pose/depth/points, or every tensor output of π3."""
     with torch.no_grad():
@@ -80,15 +91,11 @@ def model_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Ten
     return {k: v for k, v in out.items() if torch.is_tensor(v)}
 
 
-def assert_reload_identical(model: nn.Module, config: object, target: str, spec, tmp_path,
-                            images: torch.Tensor) -> None:
+def assert_reload_identical(model: nn.Module, config: object, spec, tmp_path, images: torch.Tensor) -> None:
     """Save a quantized fixture VGGT, reload it into a perturbed fresh one, and require bit-identical outputs."""
-    from omegaconf import OmegaConf
-
     from fgq.quant import LoadConfig, quantize, save_quantized
 
-    node = OmegaConf.merge(OmegaConf.create({"_target_": target}), OmegaConf.structured(config))
-    path = save_quantized(model, node, spec, tmp_path)
+    path = save_quantized(model, config, spec, tmp_path)
     fresh = fixture_vggt()
     with torch.no_grad():
         fresh.aggregator.frame_blocks[0].mlp.fc1.weight.add_(1.0)  # the weights must come from the file

@@ -6,9 +6,10 @@ import sys
 import pytest
 from conftest import ROOT
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from hydra.errors import ConfigCompositionException
 
 from fgq.config import ConfigError, check_choices, group_options, validate
+from fgq.schemas import config_object
 
 GROUPS = ("model", "dataset", "quantizer", "bits", "calib", "fisher", "logger", "trainer", "paths")
 
@@ -31,7 +32,7 @@ def test_default_config_validates_and_instantiates():
     cfg = compose_cfg()
     spec = validate(cfg)
     assert spec.tag == "w4a4"
-    assert type(instantiate(cfg.quantizer)).__name__ == "FGQConfig"
+    assert type(config_object(cfg.quantizer, "quantizer")).__name__ == "FGQConfig"
 
 
 @pytest.mark.parametrize("bits", group_options("bits"))
@@ -87,3 +88,12 @@ def test_dataset_root_short_form_is_an_interpolation(tmp_path):
         validate(compose_cfg(["dataset=[seven_scenes,dtu]", f"dataset.root={tmp_path}"]))
     with pytest.raises(ConfigError, match="exactly one dataset"):
         validate(compose_cfg(["dataset=synthetic", f"dataset.root={tmp_path}"]))
+
+
+def test_schemas_check_keys_and_types_while_composing():
+    for bad in (["quantizer.epochs=abc"], ["quantizer.no_such_knob=1"], ["fisher.floor=low"],
+                ["quantizer=quarot", "quantizer.gptq.blocksize=big"]):
+        with pytest.raises(ConfigCompositionException):
+            compose_cfg(bad)
+    with pytest.raises(ValueError, match=r"quantizer\.diag_init='x'"):  # values: the dataclass's own checks
+        config_object(compose_cfg(["quantizer.diag_init=x"]).quantizer, "quantizer")

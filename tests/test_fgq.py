@@ -8,13 +8,13 @@ import torch
 from conftest import ROOT
 from helpers import fixture_images, fixture_pi3, fixture_vggt
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fgq.fisher.compute import FisherConfig, compute_fisher
 from fgq.quant import FlatQuantConfig, LoadConfig, QuantContext, QuantSpec, quantize, save_quantized
 from fgq.quant.fgq import FGQConfig
 from fgq.quant.flat_block import FlatQuantBlock
+from fgq.schemas import config_object
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -125,8 +125,7 @@ def test_save_and_reload(tmp_path):
     spec = QuantSpec(w_bits=4, a_bits=8)
     config = FGQConfig(epochs=1)
     model, _, out = _run(config, spec=spec, fisher_config=FisherConfig(tasks=["points", "depth"]))
-    node = OmegaConf.merge(OmegaConf.create({"_target_": "fgq.quant.fgq.FGQConfig"}), OmegaConf.structured(config))
-    path = save_quantized(model, node, spec, tmp_path)
+    path = save_quantized(model, config, spec, tmp_path)
     fresh = fixture_vggt()
     quantize(fresh, LoadConfig(str(path)), spec)
     with torch.no_grad():
@@ -141,12 +140,10 @@ def test_hydra_config():
         overrides.append("+fisher=default")
     with initialize_config_dir(config_dir=str(ROOT / "fgq" / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    config = instantiate(cfg.quantizer)
+    config = config_object(cfg.quantizer, "quantizer")
     assert isinstance(config, FGQConfig)
-    flat = OmegaConf.to_container(OmegaConf.load(ROOT / "fgq" / "conf" / "quantizer" / "flatquant.yaml"))
-    flat.pop("_target_")
-    assert FlatQuantConfig(**vars(config)) == FlatQuantConfig(**flat)
+    assert FlatQuantConfig(**vars(config)) == FlatQuantConfig()
     assert "fisher" not in cfg.quantizer  # one copy of the Fisher's settings per job: the fisher group
-    fisher = instantiate(cfg.fisher)
+    fisher = config_object(cfg.fisher, "fisher")
     assert fisher.tasks == ("depth", "points") and fisher.granularity == "block"
     assert fisher.cache_dir == str(ROOT / ".cache" / "fisher")

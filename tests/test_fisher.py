@@ -6,7 +6,7 @@ import itertools
 import pytest
 import torch
 from conftest import ROOT
-from helpers import fixture_images, fixture_pi3, fixture_vggt
+from helpers import composed, fixture_images, fixture_pi3, fixture_vggt
 from omegaconf import OmegaConf
 
 import fgq.fisher.cache as fisher_cache_mod
@@ -210,10 +210,9 @@ def test_config_knobs_and_yaml():
         with pytest.raises(ValueError):
             FisherConfig(**bad)
     for name in ("default", "none", "block", "empirical", "paper"):
-        node = OmegaConf.load(ROOT / "fgq" / "conf" / "fisher" / f"{name}.yaml")
-        assert node.get("_target_", "fgq.fisher.compute.FisherConfig") == "fgq.fisher.compute.FisherConfig"
+        assert isinstance(composed("fisher", name), FisherConfig)
     node = OmegaConf.to_container(OmegaConf.load(ROOT / "fgq" / "conf" / "fisher" / "default.yaml"))
-    node.pop("_target_")
+    assert node.pop("defaults") == ["fisher_schema", "_self_"]
     assert node.pop("cache_dir") == "${paths.cache_dir}/fisher"
     assert FisherConfig(**node) == FisherConfig()
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from conftest import ROOT
-from helpers import fixture_images, fixture_pi3, fixture_vggt
+from helpers import composed, fixture_images, fixture_pi3, fixture_vggt
 from omegaconf import OmegaConf
 
 from fgq.quant import QuantSpec, quantize
@@ -278,8 +278,10 @@ def test_state_dict_reloads_strictly_into_rebuilt_model():
 
 def test_config_yaml_matches_dataclass_and_validates():
     node = OmegaConf.load(ROOT / "fgq" / "conf" / "quantizer" / "flatquant.yaml")
-    assert node.pop("_target_") == "fgq.quant.flatquant_config.FlatQuantConfig"
-    assert FlatQuantConfig(**OmegaConf.to_container(node)) == FlatQuantConfig()
+    assert list(node.pop("defaults")) == ["flatquant_schema", "_self_"]
+    assert FlatQuantConfig(**OmegaConf.to_container(node)) == FlatQuantConfig()  # the YAML lists the defaults
+    assert composed("quantizer", "flatquant") == FlatQuantConfig()
+    assert FlatQuantConfig(**vars(composed("quantizer", "fgq"))) == FlatQuantConfig()
     for bad in ({"diag_init": "x"}, {"transform": "x"}, {"cache_dtype": "float16"}, {"batch_size": 0}):
         with pytest.raises(ValueError):
             FlatQuantConfig(**bad)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import ROOT, SHARED
+from conftest import ROOT
 from helpers import fixture_images
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -16,7 +16,7 @@ TRACK_HEAD_PARAMS = 65_941_396
 
 def read_tsv(name: str) -> dict[str, tuple[int, ...]]:
     out = {}
-    for line in (SHARED / name).read_text().splitlines():
+    for line in (ROOT / "tests" / "data" / name).read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
         key, shape, _ = line.split("\t")

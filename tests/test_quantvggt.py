@@ -10,14 +10,13 @@ from conftest import ROOT
 from helpers import (
     assert_metrics_close,
     assert_reload_identical,
+    composed,
     fixture_images,
     fixture_pi3,
     fixture_vggt,
     model_outputs,
 )
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from fgq.pipeline import run
 from fgq.quant import QuantContext, QuantSpec, QuantVGGTConfig, quantize
@@ -229,17 +228,21 @@ def test_sampling_inside_quantize_reports_the_choice():
 def test_save_and_reload_gives_identical_outputs(tmp_path):
     config = QuantVGGTConfig(**FAST)
     model = _quantized(config)
-    assert_reload_identical(model, config, "fgq.quant.quantvggt.QuantVGGTConfig", W4A4, tmp_path, IMAGES)
+    assert_reload_identical(model, config, W4A4, tmp_path, IMAGES)
 
 
 def test_config_yaml_and_validation():
-    config = instantiate(OmegaConf.load(ROOT / "fgq" / "conf" / "quantizer" / "quantvggt.yaml"))
+    config = composed("quantizer", "quantvggt")
     assert isinstance(config.sampling, SamplerConfig)
     assert config == QuantVGGTConfig(sampling=SamplerConfig(noise_block_fraction=0.1667))
-    for bad in ({"global_tokens": "frames"}, {"smooth_weight_stat": "both"}, {"alpha": 2.0},
-                {"sampling": {"outlier_filter": "drop"}}, {"sampling": {"clusters": 0}}):
+    for bad in ({"global_tokens": "frames"}, {"smooth_weight_stat": "both"}, {"alpha": 2.0}):
         with pytest.raises(ValueError):
             QuantVGGTConfig(**bad)
+    for bad in ({"outlier_filter": "drop"}, {"clusters": 0}):
+        with pytest.raises(ValueError):
+            SamplerConfig(**bad)
+    with pytest.raises(ValueError, match=r"quantizer\.sampling\.outlier_filter='drop'"):
+        composed("quantizer", "quantvggt", ("quantizer.sampling.outlier_filter=drop",))
 
 
 @pytest.mark.parametrize("quantizer", ["quantvggt", "quarot", "quarot_gptq"])

@@ -3,10 +3,7 @@ outlier-heavy layer, RTN/GPTQ weight paths, determinism, save and reload, the YA
 
 import pytest
 import torch
-from conftest import ROOT
-from helpers import assert_reload_identical, fixture_images, fixture_pi3, fixture_vggt, model_outputs
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from helpers import assert_reload_identical, composed, fixture_images, fixture_pi3, fixture_vggt, model_outputs
 
 from fgq.quant import QuantSpec, QuaRotConfig, quantize
 from fgq.quant.gptq import GPTQConfig, HessianAccumulator
@@ -104,14 +101,13 @@ def test_save_and_reload_gives_identical_outputs(tmp_path, weight_quantizer):
     config = QuaRotConfig(weight_quantizer=weight_quantizer)
     model = fixture_vggt()
     quantize(model, config, W4A4, calib=CALIB)
-    assert_reload_identical(model, config, "fgq.quant.quarot.QuaRotConfig", W4A4, tmp_path, IMAGES)
+    assert_reload_identical(model, config, W4A4, tmp_path, IMAGES)
 
 
 def test_config_yaml_and_validation():
-    node = OmegaConf.load(ROOT / "fgq" / "conf" / "quantizer" / "quarot.yaml")
-    config = instantiate(node)
+    config = composed("quantizer", "quarot")
     assert isinstance(config, QuaRotConfig) and config == QuaRotConfig()
     assert isinstance(config.gptq, GPTQConfig)
-    assert QuaRotConfig(gptq={"percdamp": 0.1}).gptq.percdamp == 0.1
+    assert composed("quantizer", "quarot", ("quantizer.gptq.percdamp=0.1",)).gptq.percdamp == 0.1
     with pytest.raises(ValueError, match="weight_quantizer"):
         QuaRotConfig(weight_quantizer="awq")

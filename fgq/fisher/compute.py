@@ -127,17 +127,6 @@ class FisherConfig:
         return [given.get(t, 1.0) if t in self.tasks else 0.0 for t in names]
 
 
-def as_fisher_config(node) -> FisherConfig:
-    """A ``FisherConfig`` from itself, ``None`` (defaults) or a mapping (a YAML node; ``_target_`` ignored)."""
-    if isinstance(node, FisherConfig):
-        return node
-    if node is None:
-        return FisherConfig()
-    if isinstance(node, Mapping) or hasattr(node, "items"):
-        return FisherConfig(**{str(k): v for k, v in dict(node.items()).items() if k != "_target_"})
-    raise TypeError(f"fisher: expected a mapping or FisherConfig, got {type(node).__name__}")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Calibration clips
 

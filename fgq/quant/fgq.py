@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from fgq.fisher.cache import fisher_for
-from fgq.fisher.compute import TASKS, as_fisher_config, fisher_summary, fisher_to_weights
+from fgq.fisher.compute import TASKS, FisherConfig, fisher_summary, fisher_to_weights
 from fgq.fisher.plots import block_labels, save_fisher_figures
 from fgq.models.adapter import QuantView
 from fgq.quant.context import QuantContext
@@ -58,7 +58,7 @@ def fgq(view: QuantView, config: FGQConfig, spec: QuantSpec, ctx: QuantContext) 
         calib = list(calib)
     if spec.is_fp:
         return flatquant_calibrate(view, config, spec, calib, device, store=ctx.target_store)
-    fc = as_fisher_config(ctx.fisher_config)
+    fc = ctx.fisher_config or FisherConfig()
     if not ctx.use_caches:
         fc = dataclasses.replace(fc, cache_dir=None)
     start = time.perf_counter()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -48,16 +47,6 @@ from fgq.quant.spec import QuantSpec
 GLOBAL_TOKENS = ("sequence", "frame")
 WEIGHT_STATS = ("rotated", "unrotated")
 CACHE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def as_sampler_config(node: object) -> SamplerConfig:
-    if isinstance(node, SamplerConfig):
-        return node
-    if node is None:
-        return SamplerConfig()
-    if isinstance(node, Mapping) or hasattr(node, "items"):
-        return SamplerConfig(**{str(k): v for k, v in dict(node.items()).items() if k != "_target_"})
-    raise TypeError(f"quantizer.sampling: expected a mapping or SamplerConfig, got {type(node).__name__}")
 
 
 @dataclass
@@ -95,7 +84,6 @@ class QuantVGGTConfig:
             raise ValueError("quantizer: need epochs >= 0, stat_fraction in (0, 1], stat_momentum in [0, 1)")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"quantizer.alpha={self.alpha!r}: must be in [0, 1]")
-        self.sampling = as_sampler_config(self.sampling)
 
 
 class SmoothRotLinear(FlatLinear):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -36,17 +35,6 @@ from fgq.quant.spec import QuantSpec
 WEIGHT_QUANTIZERS = ("rtn", "gptq")
 
 
-def as_gptq_config(node: object) -> GPTQConfig:
-    """A ``GPTQConfig`` from itself, ``None`` (defaults) or a mapping (a YAML node; ``_target_`` ignored)."""
-    if isinstance(node, GPTQConfig):
-        return node
-    if node is None:
-        return GPTQConfig()
-    if isinstance(node, Mapping) or hasattr(node, "items"):
-        return GPTQConfig(**{str(k): v for k, v in dict(node.items()).items() if k != "_target_"})
-    raise TypeError(f"quantizer.gptq: expected a mapping or GPTQConfig, got {type(node).__name__}")
-
-
 @dataclass
 class QuaRotConfig:
     """``weight_quantizer``: ``rtn`` | ``gptq`` (with the ``gptq`` settings); ``seed``: the rotation signs."""
@@ -59,7 +47,6 @@ class QuaRotConfig:
         if self.weight_quantizer not in WEIGHT_QUANTIZERS:
             raise ValueError(f"quantizer.weight_quantizer={self.weight_quantizer!r}: use one of "
                              f"{', '.join(WEIGHT_QUANTIZERS)}")
-        self.gptq = as_gptq_config(self.gptq)
 
     @property
     def needs_calibration(self) -> bool:

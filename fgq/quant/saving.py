@@ -7,12 +7,14 @@ rebuilds the structure from those and loads the tensors strictly.
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
@@ -23,19 +25,40 @@ from fgq.quant.context import QuantContext
 from fgq.quant.registry import rebuild, register
 from fgq.quant.spec import QuantSpec
 
+log = logging.getLogger(__name__)
+
 
 def _architecture(model: torch.nn.Module) -> dict:
     return {"family": model.family, **OmegaConf.to_container(OmegaConf.create(getattr(model, "arch", {})))}
 
 
-def save_quantized(model: torch.nn.Module, quantizer: DictConfig, spec: QuantSpec, out_dir: Path) -> Path:
-    """Write ``quantized.safetensors`` + ``quantized.yaml`` into ``out_dir`` (each file atomically)."""
+def save_quantized(model: torch.nn.Module, config: Any, spec: QuantSpec, out_dir: Path) -> Path:
+    """Write ``quantized.safetensors`` + ``quantized.yaml`` into ``out_dir`` (each file atomically). ``config``: the
+    quantizer's config dataclass (recorded with its class, so a reload rebuilds the same structure)."""
     path = out_dir / "quantized.safetensors"
-    meta = {"model": _architecture(model), "quantizer": OmegaConf.to_container(quantizer, resolve=True),
-            "bits": spec.to_dict()}
+    quantizer = {"_target_": f"{type(config).__module__}.{type(config).__qualname__}",
+                 **OmegaConf.to_container(OmegaConf.structured(config))}
+    meta = {"model": _architecture(model), "quantizer": quantizer, "bits": spec.to_dict()}
     save_state_dict(model, path)
     atomic_write(path.with_suffix(".yaml"), lambda tmp: tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(meta))))
     return path
+
+
+def _saved_config(node: DictConfig, path: Path) -> Any:
+    """The quantizer config recorded in ``quantized.yaml``. Keys its class no longer has are settings that only
+    steered calibration (e.g. the ``fisher`` node FGQ files held before the Fisher became a job-level group):
+    the structure a reload rebuilds does not depend on them, so they are left out, and said so."""
+    values = OmegaConf.to_container(node)
+    target = str(values.pop("_target_", ""))
+    try:
+        cls = get_class(target)
+    except Exception:
+        raise CheckpointError(f"{path}: quantizer class {target!r} of its quantized.yaml is unknown") from None
+    known = {f.name for f in fields(cls)}
+    ignored = sorted(set(values) - known)
+    if ignored:
+        log.info("%s: ignoring calibration-only settings %s of an older quantized.yaml", path, ", ".join(ignored))
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), {k: values[k] for k in known & set(values)}))
 
 
 @dataclass
@@ -71,7 +94,7 @@ def load_quantized(view: QuantView, config: LoadConfig, spec: QuantSpec, ctx: Qu
     if saved_spec != spec:
         raise CheckpointError(f"{path} holds a {saved_spec.tag} model (bits {saved_spec.to_dict()}); "
                               f"run with the same bits, e.g. bits={saved_spec.tag}")
-    rebuild(view.model, instantiate(meta.quantizer), saved_spec)
+    rebuild(view.model, _saved_config(meta.quantizer, path), saved_spec)
     try:
         state = load_file(str(path))
     except Exception as err:

@@ -6,8 +6,9 @@ import logging
 import time
 from pathlib import Path
 
-from fgq.fisher.compute import as_fisher_config
+from fgq.fisher.compute import FisherConfig
 from fgq.fisher.plots import save_scatter
+from fgq.schemas import config_object
 from fgq.validation.correlation import r_summary
 from fgq.validation.measure import fisher_validation
 
@@ -37,7 +38,7 @@ def run_fisher_validation(cfg, out_dir: Path, choices: dict[str, str], group: st
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     settings = OmegaConf.to_container(cfg.get("validation") or {}, resolve=True)
-    fisher_cfg = as_fisher_config(OmegaConf.to_container(cfg.fisher, resolve=True) if cfg.get("fisher") else None)
+    fisher_cfg = config_object(cfg.fisher, "fisher") if cfg.get("fisher") else FisherConfig()
     model = instantiate(cfg.model)
     _, calib = build_data(cfg)
     if calib is None:
