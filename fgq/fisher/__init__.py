@@ -1,0 +1,1 @@
+"""The task Fisher: computation (``compute``), its cache (``cache``) and its pictures (``plots``)."""

@@ -1,0 +1,1 @@
+"""Training the tiny models on synthetic scenes: ``python -m fgq.training`` (``train``), losses, correspondence."""

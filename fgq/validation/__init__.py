@@ -1,0 +1,1 @@
+"""The Fisher-validation experiment: per-block measurement (``measure``), statistics (``correlation``), the job."""
