@@ -20,6 +20,11 @@ ROOT = PACKAGE.parent if (PACKAGE.parent / "pyproject.toml").is_file() else Path
 # ``${fgq_package:}`` (shipped weights) and ``${fgq_root:}`` (caches, data) in configs, wherever the command runs.
 OmegaConf.register_new_resolver("fgq_package", lambda: str(PACKAGE), replace=True)
 OmegaConf.register_new_resolver("fgq_root", lambda: str(ROOT), replace=True)
+# ``${fgq_seed:OFFSET}``: the job's top-level ``seed`` plus OFFSET, so one ``seed=N`` changes every random choice of a
+# job (calibration clips, quantizer initialisation, Fisher projections) while each keeps its official value at
+# ``seed=0`` (e.g. ``${fgq_seed:42}`` is the official ``Random(42)``) and stays overridable on its own.
+OmegaConf.register_new_resolver(
+    "fgq_seed", lambda offset=0, *, _root_: int(_root_.get("seed") or 0) + int(offset), replace=True)
 
 # The config groups' dataclass schemas (Hydra's ConfigStore), before any config is composed.
 from fgq import schemas  # noqa: E402

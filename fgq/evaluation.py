@@ -1,16 +1,26 @@
 """Evaluation: ``evaluate`` runs a model over every evaluation set (a plain loop on the job's device, under the
 job's autocast) and ``DatasetEvaluator`` feeds standardized predictions and ground truth of each clip to the metric
-accumulators of the tasks a protocol asks for."""
+accumulators of the tasks a protocol asks for, keeping the per-sequence values they aggregate (``records``: per
+pair for pose, per unit for depth, per sequence for the point map) so that uncertainty can be computed later
+without rerunning (``metrics_from_records`` gives back the dataset metrics from any subset of them)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from rich.progress import Progress
 from torch import nn
 
-from fgq.metrics import DepthAccumulator, PointMapAccumulator, PoseAccumulator, evaluate_depth, evaluate_pointmap
+from fgq.metrics import (
+    DepthAccumulator,
+    PointMapAccumulator,
+    PoseAccumulator,
+    evaluate_depth,
+    evaluate_pointmap,
+    relative_pose_errors,
+)
 from fgq.models.geometry import unproject_depth
 from fgq.runtime import autocast
 
@@ -44,6 +54,7 @@ class DatasetEvaluator:
         self.pose = PoseAccumulator(averaging=pose_averaging, convention=pose_convention)
         self.depth = DepthAccumulator()
         self.points = PointMapAccumulator()
+        self._records: dict[str, list[dict]] = {task: [] for task in self.tasks}
 
     def update(self, pred: dict[str, torch.Tensor], batch: dict) -> None:
         """``pred``: ``extrinsics [B,S,3,4]``, ``depth [B,S,H,W]``, ``points [B,S,H,W,3]`` (any device/dtype)."""
@@ -57,19 +68,34 @@ class DatasetEvaluator:
                              f"the ground truth {tuple(batch['depth'].shape)} (pass size= to geometry())")
         gt_depth = torch.where(batch["valid"], batch["depth"], 0.0).float().cpu() if "depth" in batch else None
         for b, meta in enumerate(batch["meta"]):
+            sequence = str(meta.get("sequence", ""))
             if "camera" in self.tasks:
-                self.pose.add(pred["extrinsics"][b], batch["extrinsics"][b].float().cpu(), meta.get("category", ""))
+                category = meta.get("category", "")
+                rot, trans = relative_pose_errors(pred["extrinsics"][b], batch["extrinsics"][b].float().cpu(),
+                                                  self.pose.convention)
+                self.pose.add_errors(rot, trans, category)
+                self._records["camera"].append({"sequence": sequence, "category": category,
+                                                "rot_err_deg": rot.tolist(), "trans_err_deg": trans.tolist()})
             if "depth" in self.tasks:
                 units = pred["depth"][b] if self.depth_align_scope == "frame" else pred["depth"][b][None]
                 gts = gt_depth[b] if self.depth_align_scope == "frame" else gt_depth[b][None]
-                for p, g in zip(units, gts, strict=True):
-                    self.depth.add(evaluate_depth(p, g, alignment=self.depth_align))
+                for unit, (p, g) in enumerate(zip(units, gts, strict=True)):
+                    values = evaluate_depth(p, g, alignment=self.depth_align)
+                    self.depth.add(values)
+                    self._records["depth"].append({"sequence": sequence, "unit": unit, **values})
             if "points" in self.tasks:
                 k = self.points_stride
-                self.points.add(evaluate_pointmap(
+                values = evaluate_pointmap(
                     pred["points"][b][:, ::k, ::k], batch["world_points"][b][:, ::k, ::k],
                     batch["valid"][b][:, ::k, ::k], icp=self.icp, icp_threshold=self.icp_threshold,
-                ))
+                )
+                self.points.add(values)
+                self._records["points"].append({"sequence": sequence, **values})
+
+    def records(self) -> dict[str, list[dict]]:
+        """Per task, the values ``compute`` aggregates, one entry per sequence (pose: its pairs' errors; depth: one
+        per unit, frame or sequence; points: the sequence's metrics), each with its ``sequence`` id."""
+        return {task: list(rows) for task, rows in self._records.items()}
 
     def compute(self) -> dict[str, dict[str, float]]:
         out = {}
@@ -80,6 +106,19 @@ class DatasetEvaluator:
         if "points" in self.tasks:
             out["points"] = self.points.compute()
         return out
+
+
+def metrics_from_records(records: dict[str, list[dict]], protocol: dict) -> dict[str, dict[str, float]]:
+    """The dataset metrics of ``records`` (all of them, or a resample: the bootstrap's building block), aggregated
+    exactly as ``DatasetEvaluator.compute`` does under ``protocol``."""
+    evaluator = protocol_evaluator("records", {**protocol, "tasks": list(records)})
+    for row in records.get("camera", []):
+        evaluator.pose.add_errors(np.asarray(row["rot_err_deg"]), np.asarray(row["trans_err_deg"]), row["category"])
+    for row in records.get("depth", []):
+        evaluator.depth.add(row)
+    for row in records.get("points", []):
+        evaluator.points.add(row)
+    return evaluator.compute()
 
 
 def protocol_evaluator(name: str, protocol: dict) -> DatasetEvaluator:
@@ -96,10 +135,12 @@ def batch_geometry(model: nn.Module, predictions: dict, batch: dict, protocol: d
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loaders: dict[str, Iterable[dict]], protocols: dict[str, dict],
-             device: torch.device, precision: str = "32-true", progress: bool = False) -> dict[str, dict]:
-    """``{eval set: {task: {metric: value}}}`` of ``model`` (already on ``device``, put in eval mode here)."""
+             device: torch.device, precision: str = "32-true", progress: bool = False
+             ) -> tuple[dict[str, dict], dict[str, dict]]:
+    """``({eval set: {task: {metric: value}}}, {eval set: {task: records}})`` of ``model`` (already on ``device``,
+    put in eval mode here)."""
     model.eval()
-    results = {}
+    results, records = {}, {}
     with Progress(transient=True, disable=not progress) as bar:
         for name, loader in loaders.items():
             evaluator = protocol_evaluator(name, protocols[name])
@@ -110,7 +151,8 @@ def evaluate(model: nn.Module, loaders: dict[str, Iterable[dict]], protocols: di
                 evaluator.update(batch_geometry(model, predictions, batch, protocols[name]), batch)
                 bar.advance(task)
             results[name] = evaluator.compute()
-    return results
+            records[name] = evaluator.records()
+    return results, records
 
 
 def trivial_geometry(batch: dict) -> dict[str, torch.Tensor]:

@@ -35,6 +35,7 @@ class QuantExperiment(L.LightningModule):
         self.protocols = protocols
         self.quantizer, self.spec, self.context = quantizer, spec, context
         self.results: dict[str, dict[str, dict]] = {}
+        self.records: dict[str, dict[str, dict]] = {}  # per phase and eval set: DatasetEvaluator.records()
         self.cost: dict | None = None
         self._evaluators: dict[str, DatasetEvaluator] = {}
 
@@ -67,3 +68,4 @@ class QuantExperiment(L.LightningModule):
             self.log_dict({f"{self.phase}/{name}/{task}/{metric}": value for task, values in tasks.items()
                            for metric, value in values.items()}, add_dataloader_idx=False)
         self.results[self.phase] = phase
+        self.records[self.phase] = {name: evaluator.records() for name, evaluator in self._evaluators.items()}

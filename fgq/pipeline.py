@@ -122,20 +122,20 @@ def log_phase(loggers: list, phase: str, results: dict) -> None:
 
 
 def evaluate_fp(cfg: DictConfig, model: nn.Module, loaders: dict, protocols: dict, device: torch.device,
-                precision: str) -> tuple[dict, bool | None]:
-    """The FP metrics, through the shared cache when ``cache.enabled``, and whether the cache had them
-    (``None``: no cache)."""
+                precision: str) -> tuple[dict, dict, bool | None]:
+    """The FP metrics and per-sequence records, through the shared cache when ``cache.enabled``, and whether the
+    cache had them (``None``: no cache)."""
     cache = cfg.get("cache") or {}
     store = ResultCache(cache["fp_eval"]) if cache.get("enabled") and cache.get("fp_eval") else None
     key = fp_eval_key(cfg, device.type, precision) if store is not None else ""
     cached = store.load(key) if store is not None else None
     if cached is not None:
         log.info("FP evaluation loaded from the cache (%s)", store.path(key).name)
-        return cached, True
-    results = evaluate(model, loaders, protocols, device, precision, progress=cfg.trainer.enable_progress_bar)
+        return cached["metrics"], cached["records"], True
+    results, records = evaluate(model, loaders, protocols, device, precision, progress=cfg.trainer.enable_progress_bar)
     if store is not None:
-        store.save(key, results)
-    return results, (False if store is not None else None)
+        store.save(key, {"metrics": results, "records": records})
+    return results, records, (False if store is not None else None)
 
 
 def target_store(cfg: DictConfig, device: torch.device, calib: DataLoader | None) -> TargetCache | None:
@@ -173,13 +173,13 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
     try:
         timings = {}
         t = time.perf_counter()
-        fp, hit = evaluate_fp(cfg, model, loaders, protocols, device, precision)
+        fp, fp_records, hit = evaluate_fp(cfg, model, loaders, protocols, device, precision)
         log_phase(loggers, "fp", fp)
         hits = {"fp_eval": hit, "fp_targets": None, "fisher": None}
         timings["fp_eval_s"] = time.perf_counter() - t
         if spec.is_fp:
             cost = {"quantize_s": 0.0, "note": "bits=w16a16: nothing to quantize, quantized = FP"}
-            quant = fp
+            quant, quant_records = fp, fp_records
         else:
             log.info("quantizing: quantizer=%s bits=%s", choices.get("quantizer"), choices.get("bits"))
             context = QuantContext(
@@ -192,7 +192,8 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
             if cfg.get("save_quantized") and saveable(qconfig):
                 cost["saved"] = str(save_quantized(model, qconfig, spec, out_dir))
             t = time.perf_counter()
-            quant = evaluate(model, loaders, protocols, device, precision, progress=cfg.trainer.enable_progress_bar)
+            quant, quant_records = evaluate(model, loaders, protocols, device, precision,
+                                            progress=cfg.trainer.enable_progress_bar)
             log_phase(loggers, "quant", quant)
             timings["quant_eval_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - start
@@ -209,6 +210,8 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
             "peak_memory": peak_memory(),
             "cache_hits": hits,
             "config_digest": config_digest(cfg),
+            # per eval set and task, the per-sequence values the metrics aggregate (fgq.evaluation.records)
+            "records": {"fp": fp_records, "quant": quant_records},
         }
         write_json_atomic(out_dir / "metrics.json", result)
         final = {f"time/{k}": v for k, v in timings.items()}

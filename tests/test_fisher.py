@@ -214,6 +214,7 @@ def test_config_knobs_and_yaml():
     node = OmegaConf.to_container(OmegaConf.load(ROOT / "fgq" / "conf" / "fisher" / "default.yaml"))
     assert node.pop("defaults") == ["fisher_schema", "_self_"]
     assert node.pop("cache_dir") == "${paths.cache_dir}/fisher"
+    assert node.pop("seed") == "${fgq_seed:}"
     assert FisherConfig(**node) == FisherConfig()
 
 

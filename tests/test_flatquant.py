@@ -277,9 +277,10 @@ def test_state_dict_reloads_strictly_into_rebuilt_model():
 
 
 def test_config_yaml_matches_dataclass_and_validates():
-    node = OmegaConf.load(ROOT / "fgq" / "conf" / "quantizer" / "flatquant.yaml")
-    assert list(node.pop("defaults")) == ["flatquant_schema", "_self_"]
-    assert FlatQuantConfig(**OmegaConf.to_container(node)) == FlatQuantConfig()  # the YAML lists the defaults
+    node = OmegaConf.to_container(OmegaConf.load(ROOT / "fgq" / "conf" / "quantizer" / "flatquant.yaml"))
+    assert node.pop("defaults") == ["flatquant_schema", "_self_"]
+    assert node.pop("seed") == "${fgq_seed:}"  # the job's seed (0 by default, the dataclass default)
+    assert FlatQuantConfig(**node) == FlatQuantConfig()  # the YAML lists the defaults
     assert composed("quantizer", "flatquant") == FlatQuantConfig()
     assert FlatQuantConfig(**vars(composed("quantizer", "fgq"))) == FlatQuantConfig()
     for bad in ({"diag_init": "x"}, {"transform": "x"}, {"cache_dtype": "float16"}, {"batch_size": 0}):

@@ -36,12 +36,13 @@ def test_fp_then_quantized_through_a_users_trainer():
     exp = QuantExperiment(fixture_vggt(), protocols, RTNConfig(), W4A8, calib=calib)
     _trainer().test(exp, dataloaders=list(loaders.values()), verbose=False)
     assert exp.phase == "fp" and exp.cost is None
-    assert exp.results["fp"] == evaluate(fixture_vggt(), loaders, protocols, torch.device("cpu"))
+    fp, fp_records = evaluate(fixture_vggt(), loaders, protocols, torch.device("cpu"))
+    assert exp.results["fp"] == fp and exp.records["fp"] == fp_records
     _trainer().test(exp, dataloaders=list(loaders.values()), verbose=False)
     assert exp.phase == "quant" and exp.cost["quantized_linears"] > 0
     direct = fixture_vggt()
     quantize(direct, RTNConfig(), W4A8)
-    assert exp.results["quant"] == evaluate(direct, loaders, protocols, torch.device("cpu"))
+    assert exp.results["quant"] == evaluate(direct, loaders, protocols, torch.device("cpu"))[0]
     assert exp.results["quant"] != exp.results["fp"]
 
 
@@ -52,8 +53,8 @@ def test_quantizer_and_spec_come_together():
 
 def test_bf16_autocast_evaluation_runs_on_cpu_close_to_fp32():
     loaders, protocols = {"synthetic": _loader()}, {"synthetic": PROTOCOL}
-    fp32 = evaluate(fixture_vggt(), loaders, protocols, torch.device("cpu"))
-    bf16 = evaluate(fixture_vggt(), loaders, protocols, torch.device("cpu"), precision="bf16-mixed")
+    fp32 = evaluate(fixture_vggt(), loaders, protocols, torch.device("cpu"))[0]
+    bf16 = evaluate(fixture_vggt(), loaders, protocols, torch.device("cpu"), precision="bf16-mixed")[0]
     assert bf16 != fp32  # autocast really ran
     # bf16 has 8 bits of mantissa; on 2 tiny clips the depth metric moves by well under 5 % of its value
     assert bf16["synthetic"]["depth"]["abs_rel"] == pytest.approx(fp32["synthetic"]["depth"]["abs_rel"], rel=0.05)

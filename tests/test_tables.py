@@ -240,3 +240,14 @@ def test_summary_run_logs_the_results_table_to_wandb_offline(mixed_sweep, monkey
                        .read_text())
     status = table["columns"].index("status")
     assert {row[status] for row in table["data"]} == {"ok", "failed", "incomplete", "missing"}
+
+
+def test_bits_label_comes_from_the_bits_a_job_ran_with(tmp_path):
+    root = write_sweep(tmp_path / "sweep", {"quantizer": "rtn,fgq", "bits.a_bits": "4,3"}, [], REPORT)
+    values = {"auc@30": 0.95, "auc@15": 0.9, "auc@5": 0.7, "auc@3": 0.6}
+    write_job(root, 0, ["quantizer=rtn", "bits.a_bits=4"], pose_result("rtn", "w4a4", values, FP))
+    write_job(root, 1, ["quantizer=rtn", "bits.a_bits=3"], pose_result("rtn", "w4a3", values, FP))
+    write_job(root, 2, ["quantizer=fgq", "bits.a_bits=4"], pose_result("fgq", "w4a4", values, FP))
+    write_job(root, 3, ["quantizer=fgq", "bits.a_bits=3"], None)  # unfinished: the choice with its override
+    rows = [(r.group, r.label, r.status) for r in aggregate(root, figures=False).tables[0].rows if r.group != "FP"]
+    assert rows == [("w4a4", "RTN", "ok"), ("w4a4", "FGQ", "ok"), ("w4a3", "RTN", "ok"), ("w4a3", "FGQ", "incomplete")]

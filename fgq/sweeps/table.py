@@ -120,6 +120,24 @@ def bits_pair(bits: str | None) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
+BIT_KEYS = ("bits.w_bits", "bits.a_bits")  # overrides the bits label already shows
+
+
+def bits_group(sweep: Sweep, job: Job) -> str:
+    """The bits a job ran with, ``w{W}a{A}``: its recorded spec; for a job that did not finish, its bits choice
+    with any ``bits.w_bits``/``bits.a_bits`` override applied. Never the preset's name alone (``bits=w4a4
+    bits.a_bits=3`` ran W4A3)."""
+    spec = (job.result or {}).get("spec") or {}
+    if "w_bits" in spec and "a_bits" in spec:
+        return f"w{spec['w_bits']}a{spec['a_bits']}"
+    choice = str(sweep.value(job, "bits"))
+    pair = bits_pair(choice)
+    if pair is None:
+        return choice
+    w, a = (sweep.value(job, key) for key in BIT_KEYS)
+    return f"w{w if w is not None else pair[0]}a{a if a is not None else pair[1]}"
+
+
 def _columns(spec: list[str], jobs: list[Job]) -> list[Column]:
     ok = [j.result for j in jobs if j.status == "ok" and j.result]
     eval_sets = list(dict.fromkeys(name for r in ok for name in (r.get("quant") or {})))
@@ -178,7 +196,7 @@ def build_tables(sweep: Sweep, reference: dict | None = None) -> list[Table]:
     column_spec = list(spec.get("columns") or (VALIDATION_COLUMNS if validation else DEFAULT_COLUMNS))
     row_keys = list(spec.get("rows") or ([] if validation else ["quantizer"]))
     labels = dict(spec.get("labels") or {})
-    extra = [k for k in sweep.varying() if k not in (*row_keys, "bits", *SECTION_KEYS)]
+    extra = [k for k in sweep.varying() if k not in (*row_keys, "bits", *BIT_KEYS, *SECTION_KEYS)]
     paper_tables = [str(t) for t in (spec["table"] if isinstance(spec.get("table"), list) else [spec.get("table")])
                     if t is not None]
     sections: dict[tuple, list[Job]] = {}
@@ -194,9 +212,9 @@ def build_tables(sweep: Sweep, reference: dict | None = None) -> list[Table]:
         on_co3d = "co3d" in str(dataset)  # the paper's costs were measured calibrating on Co3Dv2
         fp = _fp_row(table, ok, paper_tables, reference)
         table.rows += [fp] if fp else []
-        for group in dict.fromkeys(str(sweep.value(j, "bits")) for j in jobs):
+        for group in dict.fromkeys(bits_group(sweep, j) for j in jobs):
             rows = []
-            for job in (j for j in jobs if str(sweep.value(j, "bits")) == group):
+            for job in (j for j in jobs if bits_group(sweep, j) == group):
                 label = _row_label(sweep, job, row_keys, extra, labels)
                 row = Row(group, label, job, [c.value(job.result) for c in table.columns],
                           paper_method=None if extra else label)  # extra settings: not a row of the paper
