@@ -210,8 +210,10 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
             "peak_memory": peak_memory(),
             "cache_hits": hits,
             "config_digest": config_digest(cfg),
-            # per eval set and task, the per-sequence values the metrics aggregate (fgq.evaluation.records)
+            # per eval set and task, the per-sequence values the metrics aggregate (DatasetEvaluator.records), and
+            # the protocols that aggregate them: intervals are computed from these after the fact (fgq.sweeps)
             "records": {"fp": fp_records, "quant": quant_records},
+            "protocols": protocols,
         }
         write_json_atomic(out_dir / "metrics.json", result)
         final = {f"time/{k}": v for k, v in timings.items()}

@@ -251,3 +251,44 @@ def test_bits_label_comes_from_the_bits_a_job_ran_with(tmp_path):
     write_job(root, 3, ["quantizer=fgq", "bits.a_bits=3"], None)  # unfinished: the choice with its override
     rows = [(r.group, r.label, r.status) for r in aggregate(root, figures=False).tables[0].rows if r.group != "FP"]
     assert rows == [("w4a4", "RTN", "ok"), ("w4a4", "FGQ", "ok"), ("w4a3", "RTN", "ok"), ("w4a3", "FGQ", "incomplete")]
+
+
+def _points_job(quantizer: str, seed: int, shift: float, base: np.ndarray) -> dict:
+    """A finished job whose point-map Acc is ``base + shift`` per sequence (lower is better), with its records."""
+    from fgq.metrics.pointmap import METRIC_KEYS
+
+    def rows(values):
+        return [{"sequence": f"s{i}", **dict.fromkeys(METRIC_KEYS, float(v))} for i, v in enumerate(values)]
+
+    def metrics(values):
+        return {"synthetic": {"points": dict.fromkeys(METRIC_KEYS, float(np.mean(values)))}}
+
+    quant = base + shift
+    return {"status": "ok", "choices": {"model": "vggt_tiny", "dataset": "synthetic", "quantizer": quantizer,
+                                        "bits": "w4a4"}, "checkpoint": None, "spec": {"w_bits": 4, "a_bits": 4},
+            "fp": metrics(base), "quant": metrics(quant), "quantization": {"quantize_s": 1.0},
+            "records": {"fp": {"synthetic": {"points": rows(base)}}, "quant": {"synthetic": {"points": rows(quant)}}},
+            "protocols": {"synthetic": {"tasks": ["points"], "icp": False}}}
+
+
+def test_intervals_seeds_and_significance_from_records(tmp_path):
+    report = {"title": "intervals", "columns": ["points/acc_mean"], "bootstrap": {"resamples": 200}}
+    root = write_sweep(tmp_path / "sweep", {"quantizer": "rtn,fgq", "seed": "0,1"}, [], report,
+                       {"model": "vggt_tiny", "dataset": "synthetic"})
+    base = np.random.default_rng(0).normal(1.0, 0.3, size=24)  # sequences of very different difficulty
+    shifts = {("rtn", 0): 0.05, ("rtn", 1): 0.07, ("fgq", 0): 0.001, ("fgq", 1): 0.002}
+    for num, ((quantizer, seed), shift) in enumerate(shifts.items()):
+        write_job(root, num, [f"quantizer={quantizer}", f"seed={seed}"], _points_job(quantizer, seed, shift, base))
+    result = aggregate(root, figures=False)
+    rows = {r.label: r for r in result.tables[0].rows}
+    assert set(rows) == {"FP", "RTN", "FGQ"} and len(rows["RTN"].jobs) == 2  # the seeds are one row
+    assert rows["RTN"].values[0] == pytest.approx(float(np.mean(base)) + 0.06)  # the mean over seeds
+    assert rows["RTN"].vs_fp[0].significant and rows["RTN"].vs_fp[0].low > 0  # worse than FP beyond noise
+    assert rows["FP"].intervals[0].half_width > 0.05  # unpaired, the sequences' spread is large
+    assert "±" in result.markdown and "†" in result.markdown
+    assert "FGQ vs each baseline: 1 of 1 comparisons" in result.markdown
+    assert "FGQ improves on RTN by up to" in result.markdown and "beyond noise" in result.markdown
+    with (root / "results.csv").open() as f:
+        line = next(r for r in csv.DictReader(f) if r["method"] == "RTN")
+    assert line["seeds"] == "2" and float(line["ci_low"]) < float(line["value"]) < float(line["ci_high"])
+    assert line["vs_fp_significant"] == "True"

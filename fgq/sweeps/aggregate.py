@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fgq.sweeps.figures import make_figures
+from fgq.sweeps.intervals import attach
 from fgq.sweeps.reading import Job, Sweep, load_sweep
 from fgq.sweeps.render import render_latex, render_markdown, write_csv, write_html, write_text
 from fgq.sweeps.table import Table, build_tables, grids, headline, long_rows
@@ -35,6 +36,16 @@ def aggregate(root: str | Path, reference: dict | None = None, figures: bool = T
     """Build every table of the sweep in ``root`` and write the files listed in the module doc."""
     sweep = load_sweep(root)
     tables = build_tables(sweep, reference)
+    bootstrap = {"resamples": 1000, "confidence": 0.95, "seed": 0, **dict(sweep.report.get("bootstrap") or {})}
+    for table in tables:
+        table.bootstrap = bootstrap
+        attach(table, **bootstrap)
+        if any(ci is not None for row in table.rows for ci in row.intervals):
+            table.notes.append(
+                f"± half-width of the {100 * bootstrap['confidence']:.0f} % interval: paired bootstrap over the "
+                f"evaluation sequences ({bootstrap['resamples']} resamples; pose per category where the protocol "
+                "averages per category) and over each row's seeds; values are means over seeds; † differs from FP "
+                "beyond noise; * in the improvement table: beyond noise")
     ours = str(sweep.report.get("ours") or "FGQ")
     title = str(sweep.report.get("title") or f"Sweep {sweep.path.name}")
     counts = sweep.counts()

@@ -18,6 +18,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from fgq.sweeps import intervals
 from fgq.sweeps.paper import PAPER_METRICS, PAPER_MODELS, load_reference, paper_value
 from fgq.sweeps.reading import SECTION_KEYS, Job, Sweep
 from fgq.sweeps.render import Grid
@@ -90,12 +91,15 @@ class Column:
 
 @dataclass
 class Row:
-    group: str  # "FP" or the bits choice
+    group: str  # "FP" or the bits a job ran with (``bits_group``)
     label: str
-    job: Job | None  # None for the FP row
-    values: list[float | None]
+    job: Job | None  # None for the FP row; else the row's first job (its first unfinished one, if any)
+    values: list[float | None]  # per column: the mean over the row's finished jobs (its seeds)
     paper_method: str | None = None
     paper: list[float | None] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)  # every seed of the row (the FP row: the jobs it comes from)
+    intervals: list = field(default_factory=list)  # per column: ``Estimate`` of the value, or None (no records)
+    vs_fp: list = field(default_factory=list)  # per column: ``Estimate`` of value − FP, paired, or None
 
     @property
     def status(self) -> str:
@@ -109,6 +113,8 @@ class Table:
     rows: list[Row]
     paper_model: str | None = None
     notes: list[str] = field(default_factory=list)
+    bootstrap: dict | None = None  # resamples, confidence, seed: set when intervals are computed (fgq.sweeps.intervals)
+    comparisons: dict = field(default_factory=dict)  # (group, ours, baseline, column) → Estimate | None, computed once
 
 
 def bits_label(bits: str | None) -> str:
@@ -179,12 +185,21 @@ def _fp_row(table: Table, ok: list[Job], paper_tables: list[str], reference: dic
     fp_jobs = [j for j in ok if "fp" in j.result]
     if not fp_jobs or not any(c.kind == "metric" for c in table.columns):
         return None
-    fp = Row("FP", "FP", None, [c.value(fp_jobs[0].result, "fp") for c in table.columns], "FP16")
+    fp = Row("FP", "FP", None, [c.value(fp_jobs[0].result, "fp") for c in table.columns], "FP16", jobs=fp_jobs)
     fp.paper = _paper_row(fp, table, (16, 16), paper_tables, reference, False)
     if any([c.value(j.result, "fp") for c in table.columns] != fp.values for j in fp_jobs[1:]):
         table.notes.append(f"the jobs' FP evaluations differ; the FP row is job {fp_jobs[0].name}'s "
                            "(a swept setting changes the FP model or its evaluation)")
     return fp
+
+
+def _mean_values(columns: list[Column], jobs: list[Job]) -> list[float | None]:
+    """Per column, the mean over the finished jobs (a row's seeds) that have the value."""
+    out = []
+    for column in columns:
+        values = [v for v in (column.value(j.result) for j in jobs if j.status == "ok") if v is not None]
+        out.append(sum(values) / len(values) if values else None)
+    return out
 
 
 def build_tables(sweep: Sweep, reference: dict | None = None) -> list[Table]:
@@ -196,7 +211,7 @@ def build_tables(sweep: Sweep, reference: dict | None = None) -> list[Table]:
     column_spec = list(spec.get("columns") or (VALIDATION_COLUMNS if validation else DEFAULT_COLUMNS))
     row_keys = list(spec.get("rows") or ([] if validation else ["quantizer"]))
     labels = dict(spec.get("labels") or {})
-    extra = [k for k in sweep.varying() if k not in (*row_keys, "bits", *BIT_KEYS, *SECTION_KEYS)]
+    extra = [k for k in sweep.varying() if k not in (*row_keys, "bits", *BIT_KEYS, *SECTION_KEYS, "seed")]
     paper_tables = [str(t) for t in (spec["table"] if isinstance(spec.get("table"), list) else [spec.get("table")])
                     if t is not None]
     sections: dict[tuple, list[Job]] = {}
@@ -213,11 +228,14 @@ def build_tables(sweep: Sweep, reference: dict | None = None) -> list[Table]:
         fp = _fp_row(table, ok, paper_tables, reference)
         table.rows += [fp] if fp else []
         for group in dict.fromkeys(bits_group(sweep, j) for j in jobs):
-            rows = []
+            seeds: dict[str, list[Job]] = {}  # the jobs of one row: the seeds of one setting
             for job in (j for j in jobs if bits_group(sweep, j) == group):
-                label = _row_label(sweep, job, row_keys, extra, labels)
-                row = Row(group, label, job, [c.value(job.result) for c in table.columns],
-                          paper_method=None if extra else label)  # extra settings: not a row of the paper
+                seeds.setdefault(_row_label(sweep, job, row_keys, extra, labels), []).append(job)
+            rows = []
+            for label, row_jobs in seeds.items():
+                first = next((j for j in row_jobs if j.status != "ok"), row_jobs[0])
+                row = Row(group, label, first, _mean_values(table.columns, row_jobs),
+                          paper_method=None if extra else label, jobs=row_jobs)  # extra settings: not the paper's
                 row.paper = _paper_row(row, table, bits_pair(group), paper_tables, reference, on_co3d)
                 rows.append(row)
             rows.sort(key=lambda r: order.index(r.label) if r.label in order else len(order))
@@ -231,10 +249,16 @@ class Improvement:
     group: str
     baseline: str
     values: list[float | None]  # per column, relative improvement of ours (fraction; positive = ours better)
+    # per column: True/False = ours better beyond noise or not (paired interval of ours − baseline excludes 0 in
+    # ours' favour); None = no interval (no per-sequence records, or the paper's numbers)
+    significant: list[bool | None] = field(default_factory=list)
 
-    def best(self, columns: list[Column]) -> tuple[float, str] | None:
-        """The largest improvement in a quality column (costs are shown, but are not what "up to" means)."""
-        pairs = [(v, c.label) for v, c in zip(self.values, columns, strict=True) if v is not None and c.kind != "cost"]
+    def best(self, columns: list[Column], significant_only: bool = False) -> tuple[float, str] | None:
+        """The largest improvement in a quality column (costs are shown, but are not what "up to" means);
+        ``significant_only``: among the improvements beyond noise."""
+        flags = self.significant or [None] * len(self.values)
+        pairs = [(v, c.label) for v, c, s in zip(self.values, columns, flags, strict=True)
+                 if v is not None and c.kind != "cost" and (s or not significant_only)]
         return max(pairs) if pairs else None
 
 
@@ -258,14 +282,32 @@ def improvements(table: Table, ours: str, paper: bool = False) -> list[Improveme
             a, b = (mine.paper, base.paper) if paper else (mine.values, base.values)
             values = [relative(x, y, c.higher) for x, y, c in zip(a, b, table.columns, strict=True)]
             if any(v is not None for v in values):
-                out.append(Improvement(group, base.label, values))
+                flags = [None] * len(values) if paper else [_better(table, mine, base, i) for i in range(len(values))]
+                out.append(Improvement(group, base.label, values, flags))
     return out
 
 
-def _fmt(value: float | None, column: Column) -> str:
+def _better(table: Table, mine: Row, base: Row, i: int) -> bool | None:
+    """Is ``mine`` better than ``base`` on column ``i`` beyond noise (paired bootstrap)? None: no interval."""
+    if table.bootstrap is None:
+        return None
+    key = (mine.group, mine.label, base.label, i)
+    if key not in table.comparisons:
+        table.comparisons[key] = intervals.compare(mine, base, table.columns[i], **table.bootstrap)
+    diff = table.comparisons[key]
+    if diff is None:
+        return None
+    return diff.low > 0 if table.columns[i].higher else diff.high < 0
+
+
+def _fmt(value: float | None, column: Column, interval=None, vs_fp=None) -> str:
+    """The value; with its interval ``±`` its half-width, and ``†`` when it differs from FP beyond noise."""
     if value is None or math.isnan(value):
         return "–"
-    return f"{value:.1f}" if column.kind == "cost" else f"{value:.4f}"
+    text = f"{value:.1f}" if column.kind == "cost" else f"{value:.4f}"
+    if interval is not None and math.isfinite(interval.half_width):
+        text += f" ±{interval.half_width:.4f}"
+    return text + (" †" if vs_fp is not None and vs_fp.significant else "")
 
 
 def grids(table: Table, ours: str) -> list[Grid]:
@@ -273,8 +315,9 @@ def grids(table: Table, ours: str) -> list[Grid]:
     labels = [c.label for c in table.columns]
     main = Grid(f"{table.title}: ours", ["bits", "method", *labels, "status"])
     for row in table.rows:
-        cells = [_fmt(v, c) if row.status == "ok" else row.status for v, c in zip(row.values, table.columns,
-                                                                                   strict=True)]
+        extras = zip(row.intervals or [None] * len(row.values), row.vs_fp or [None] * len(row.values), strict=True)
+        cells = [_fmt(v, c, ci, d) if row.status == "ok" else row.status
+                 for v, c, (ci, d) in zip(row.values, table.columns, extras, strict=True)]
         status = row.status if row.job is None or row.status == "ok" else f"{row.status}: {row.job.error}"
         main.add([bits_label(row.group), row.label, *cells, status], row.status)
     out = [main]
@@ -293,7 +336,9 @@ def grids(table: Table, ours: str) -> list[Grid]:
         grid = Grid(f"{table.title}: relative improvement of {ours} ({who})", ["bits", "over", *labels, "up to"])
         for imp in found:
             best = imp.best(table.columns)
-            cells = ["–" if v is None else f"{100 * v:+.1f} %" for v in imp.values]
+            flags = imp.significant or [None] * len(imp.values)
+            cells = ["–" if v is None else f"{100 * v:+.1f} %" + (" *" if s else "")
+                     for v, s in zip(imp.values, flags, strict=True)]
             grid.add([bits_label(imp.group), imp.baseline, *cells,
                       f"{100 * best[0]:+.1f} % ({best[1]})" if best else "–"])
         out.append(grid)
@@ -301,16 +346,30 @@ def grids(table: Table, ours: str) -> list[Grid]:
 
 
 def headline(table: Table, ours: str) -> list[str]:
-    """The paper-style sentences: "FGQ improves on X by up to Y % (column, bits)", one per baseline."""
+    """The paper-style sentences: "FGQ improves on X by up to Y % (column, bits)", one per baseline. With intervals
+    only improvements beyond noise count, and the sentence says how many comparisons were made; the paper's
+    numbers have no interval and are reported as single draws."""
     lines = []
     for use_paper, who in ((False, ""), (True, " [paper]")):
+        found = improvements(table, ours, paper=use_paper)
+        tested = not use_paper and any(s is not None for imp in found for s in imp.significant)
         best: dict[str, tuple[float, str]] = {}
-        for imp in improvements(table, ours, paper=use_paper):
-            top = imp.best(table.columns)
+        for imp in found:
+            top = imp.best(table.columns, significant_only=tested)
             if top and (imp.baseline not in best or top[0] > best[imp.baseline][0]):
                 best[imp.baseline] = (top[0], f"{top[1]}, {bits_label(imp.group)}")
-        lines += [f"{ours} improves on {base} by up to {100 * v:.1f} % ({where}){who}" if v > 0 else
-                  f"{ours} does not improve on {base} (best {100 * v:+.1f} %: {where}){who}"
+        if tested:
+            made = sum(s is not None for imp in found for s in imp.significant)
+            wins = sum(bool(s) for imp in found for s in imp.significant)
+            lines.append(f"{ours} vs each baseline: {wins} of {made} comparisons (bits × baseline × metric) are "
+                         "improvements beyond noise (paired 95 % bootstrap interval excludes 0)")
+            bases = dict.fromkeys(imp.baseline for imp in found)
+            lines += [f"{ours} improves on {base} by up to {100 * best[base][0]:.1f} % ({best[base][1]}), beyond noise"
+                      if base in best and best[base][0] > 0 else
+                      f"{ours} does not improve on {base} beyond noise" for base in bases]
+            continue
+        lines += [f"{ours} improves on {base} by up to {100 * v:.1f} % ({where}){who}, a single draw (no interval)"
+                  if v > 0 else f"{ours} does not improve on {base} (best {100 * v:+.1f} %: {where}){who}"
                   for base, (v, where) in best.items()]
     return lines
 
@@ -322,10 +381,16 @@ def long_rows(tables: list[Table]) -> list[dict]:
         for row in table.rows:
             for col, value, paper in zip(table.columns, row.values, row.paper or [None] * len(row.values),
                                          strict=True):
+                i = table.columns.index(col)
+                ci = row.intervals[i] if row.intervals else None
+                vs_fp = row.vs_fp[i] if row.vs_fp else None
                 out.append({"table": table.title, "bits": bits_label(row.group), "method": row.label,
                             "job": row.job.name if row.job else "", "status": row.status,
+                            "seeds": sum(j.status == "ok" for j in row.jobs) if row.group != "FP" else 1,
                             "eval_set": col.eval_set or "", "task": col.task or col.kind, "metric": col.metric,
-                            "value": value, "paper": paper,
+                            "value": value, "ci_low": ci.low if ci else None, "ci_high": ci.high if ci else None,
+                            "vs_fp_low": vs_fp.low if vs_fp else None, "vs_fp_high": vs_fp.high if vs_fp else None,
+                            "vs_fp_significant": vs_fp.significant if vs_fp else None, "paper": paper,
                             "delta": value - paper if value is not None and paper is not None else None,
                             "error": row.job.error if row.job else ""})
     return out
