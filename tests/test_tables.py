@@ -292,3 +292,16 @@ def test_intervals_seeds_and_significance_from_records(tmp_path):
         line = next(r for r in csv.DictReader(f) if r["method"] == "RTN")
     assert line["seeds"] == "2" and float(line["ci_low"]) < float(line["value"]) < float(line["ci_high"])
     assert line["vs_fp_significant"] == "True"
+
+
+def test_jobs_on_different_evaluation_sets_are_not_paired(tmp_path):
+    report = {"title": "sizes", "columns": ["points/acc_mean"], "bootstrap": {"resamples": 50}}
+    root = write_sweep(tmp_path / "sweep", {"quantizer": "rtn,fgq"}, [], report,
+                       {"model": "vggt_tiny", "dataset": "synthetic"})
+    rng = np.random.default_rng(1)
+    write_job(root, 0, ["quantizer=rtn"], _points_job("rtn", 0, 0.05, rng.normal(1.0, 0.3, size=8)))
+    write_job(root, 1, ["quantizer=fgq"], _points_job("fgq", 0, 0.0, rng.normal(1.0, 0.3, size=16)))
+    result = aggregate(root, figures=False)  # FGQ vs RTN cannot be paired: no interval, no crash
+    rows = {r.label: r for r in result.tables[0].rows}
+    assert rows["RTN"].vs_fp[0] is not None and rows["FGQ"].vs_fp[0] is not None  # each with its own FP
+    assert "single draw" in result.markdown

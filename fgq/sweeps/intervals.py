@@ -124,11 +124,12 @@ def _protocol(job, eval_set: str) -> dict | None:
 
 
 def _arms(rows, column, phases) -> tuple[list[list[Records]], dict] | None:
-    """Per row, the records of its finished jobs for ``column``'s eval set (``None`` when any is missing)."""
+    """Per (row, phase), the records of the row's finished jobs for ``column``'s eval set (the FP phase: its first
+    job's, the same for all); ``None`` when any is missing."""
     arms = []
     for row, phase in zip(rows, phases, strict=True):
-        jobs = [j for j in row.jobs if j.status == "ok"] if phase == "quant" else row.jobs[:1]
-        records = [_records(j, phase, column.eval_set) for j in jobs]
+        jobs = [j for j in row.jobs if j.status == "ok"]
+        records = [_records(j, phase, column.eval_set) for j in (jobs if phase == "quant" else jobs[:1])]
         if not records or any(r is None or column.task not in r for r in records):
             return None
         arms.append([{column.task: r[column.task]} for r in records])
@@ -136,25 +137,36 @@ def _arms(rows, column, phases) -> tuple[list[list[Records]], dict] | None:
     return (arms, protocol) if protocol is not None else None
 
 
+def _bootstrap(found, resamples: int, confidence: float, seed: int) -> PairedBootstrap | None:
+    """The bootstrap of ``found`` arms, or ``None`` when they were evaluated on different sequences (e.g. a sweep
+    over the evaluation set's size): those are not comparable pairs."""
+    if found is None:
+        return None
+    try:
+        return PairedBootstrap(found[0], found[1], resamples, confidence, seed)
+    except ValueError:
+        return None
+
+
 def attach(table, resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> None:
-    """Fill every row's ``intervals`` (the value's interval) and ``vs_fp`` (value − FP, paired) for the metric
-    columns whose jobs kept their per-sequence records; other cells stay ``None``."""
-    fp = next((r for r in table.rows if r.group == "FP"), None)
+    """Fill every row's ``intervals`` (the value's interval) and ``vs_fp`` (value − FP, paired with the FP
+    evaluation of the row's own jobs) for the metric columns whose jobs kept their per-sequence records; other
+    cells stay ``None``."""
     for row in table.rows:
         row.intervals = [None] * len(table.columns)
         row.vs_fp = [None] * len(table.columns)
-        if fp is None or row.status != "ok":
+        if row.status != "ok" or not row.jobs:
             continue
+        fp_row = row.group == "FP"
         for i, column in enumerate(table.columns):
             if column.kind != "metric":
                 continue
-            found = _arms([fp], column, ["fp"]) if row is fp else _arms([row, fp], column, ["quant", "fp"])
-            if found is None:
+            phases = ["fp"] if fp_row else ["quant", "fp"]
+            boot = _bootstrap(_arms([row] * len(phases), column, phases), resamples, confidence, seed)
+            if boot is None:
                 continue
-            boot = PairedBootstrap(found[0], found[1], resamples, confidence, seed)
-            row.intervals[i] = boot.estimate(column.task, column.metric,
-                                             [1.0] + [0.0] * (len(found[0]) - 1))
-            if row is not fp:
+            row.intervals[i] = boot.estimate(column.task, column.metric, [1.0] + [0.0] * (len(phases) - 1))
+            if not fp_row:
                 row.vs_fp[i] = boot.estimate(column.task, column.metric, [1.0, -1.0])
 
 
@@ -163,8 +175,5 @@ def compare(mine, base, column, resamples: int = 1000, confidence: float = 0.95,
     records."""
     if column.kind != "metric" or mine.status != "ok" or base.status != "ok":
         return None
-    found = _arms([mine, base], column, ["quant", "quant"])
-    if found is None:
-        return None
-    return PairedBootstrap(found[0], found[1], resamples, confidence, seed).estimate(column.task, column.metric,
-                                                                                      [1.0, -1.0])
+    boot = _bootstrap(_arms([mine, base], column, ["quant", "quant"]), resamples, confidence, seed)
+    return boot.estimate(column.task, column.metric, [1.0, -1.0]) if boot is not None else None
