@@ -90,8 +90,10 @@ class PairedBootstrap:
 
     def _statistic(self, weights: Sequence[float], task: str, metric: str, draw: list[str],
                    seeds: list[list[int]]) -> float:
+        # an arm with weight 0 (e.g. FP when the row's own value is wanted) is not scored: its seeds are still
+        # drawn by the caller, so every estimate of one bootstrap sees the same random stream
         return sum(w * float(np.mean([self._metric(arm[s], draw, task, metric) for s in picks]))
-                   for w, arm, picks in zip(weights, self.arms, seeds, strict=True))
+                   for w, arm, picks in zip(weights, self.arms, seeds, strict=True) if w)
 
     def estimate(self, task: str, metric: str, weights: Sequence[float] | None = None) -> Estimate:
         """``Σ_arm weight · (mean over the arm's seeds of the metric)``: ``weights=None`` is the first arm's value;
