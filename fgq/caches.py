@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 
 from fgq import PACKAGE
 from fgq.digest import data_digest
-from fgq.io import atomic_write, write_json_atomic
+from fgq.io import atomic_write, nan_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +75,15 @@ def fp_eval_key(cfg: DictConfig, device: str, precision: str) -> str:
     })
 
 
-def fp_targets_key(cfg: DictConfig, device: str) -> str:
-    """FP block inputs/targets depend on the model, the calibration clips (their config) and the device;
-    ``TargetCache.open`` adds the cache dtype and the block list."""
+def fp_targets_key(cfg: DictConfig, device: str, precision: str) -> str:
+    """FP block inputs/targets depend on the model, the calibration clips (their config), the device and the
+    precision (the embedding pass runs under its autocast); ``TargetCache.open`` adds the cache dtype and the block
+    list."""
     calib = OmegaConf.to_container(cfg.calib, resolve=True)
     sources = calib.pop("sources", None) or {}
     calib["data"] = sources.get(calib.get("source"))  # the chosen source only: the others do not matter
     return digest({"version": CACHE_VERSION, "code": code_digest(), "model": model_identity(cfg.model),
-                   "calib": calib, "device": device})
+                   "calib": calib, "device": device, "precision": precision})
 
 
 class ResultCache:
@@ -103,7 +104,7 @@ class ResultCache:
         except (OSError, json.JSONDecodeError) as err:
             log.warning("cache entry %s is unreadable (%s): recomputing", path, err)
             return None
-        return entry["value"] if entry.get("key") == key else None
+        return nan_json(entry["value"]) if entry.get("key") == key else None  # null was NaN (strict JSON)
 
     def save(self, key: str, value: dict) -> Path:
         return write_json_atomic(self.path(key), {"key": key, "value": value})

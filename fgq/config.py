@@ -9,11 +9,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fgq import CONF_DIR
+from fgq.errors import ConfigError
 from fgq.quant.spec import QuantSpec
 
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message is one line that says what to change."""
+__all__ = ["ConfigError", "calib_node", "check_choices", "check_seed", "group_options", "quant_spec", "validate"]
 
 
 def group_options(group: str) -> list[str]:
@@ -97,11 +96,20 @@ def calib_node(cfg: DictConfig) -> DictConfig:
     return sources[source]
 
 
+def check_seed(cfg: DictConfig) -> None:
+    """``seed`` is an integer: every ``${fgq_seed:…}`` of the config resolves from it, so check it first."""
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed={seed}: must be an integer (seed=0)")
+
+
 def validate(cfg: DictConfig) -> QuantSpec:
     """Check everything that can be checked before work starts; returns the quantization spec."""
+    check_seed(cfg)
     spec = quant_spec(cfg)
     for key in OmegaConf.missing_keys(cfg.quantizer):
-        raise ConfigError(f"quantizer.{key} is not set (quantizer.{key}=…)")
+        name = key if key.startswith("quantizer.") else f"quantizer.{key}"  # OmegaConf may give the full path
+        raise ConfigError(f"{name} is not set ({name}=…)")
     if not cfg.dataset.get("eval"):
         raise ConfigError("dataset.eval is empty: choose at least one evaluation set (dataset=synthetic, ...)")
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)

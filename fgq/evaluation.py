@@ -13,6 +13,7 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
+from fgq.errors import NonFiniteError
 from fgq.metrics import (
     DepthAccumulator,
     PointMapAccumulator,
@@ -63,6 +64,11 @@ class DatasetEvaluator:
                 raise ValueError(f"eval set '{self.name}': task '{task}' needs ground-truth {key}, which this dataset "
                                  f"does not provide; remove it from dataset.eval.{self.name}.protocol.tasks")
         pred = {k: v.detach().float().cpu() for k, v in pred.items()}
+        for task, key in (("camera", "extrinsics"), ("depth", "depth"), ("points", "points")):
+            if task in self.tasks and key in pred and not bool(torch.isfinite(pred[key]).all()):
+                b = int((~torch.isfinite(pred[key])).flatten(1).any(1).nonzero()[0])
+                raise NonFiniteError(f"eval set '{self.name}', sequence {batch['meta'][b].get('sequence', b)}: the "
+                                     f"model's {task} output is not finite (NaN or infinity)")
         if "depth" in batch and pred["depth"].shape != batch["depth"].shape:
             raise ValueError(f"eval set '{self.name}': predicted depth {tuple(pred['depth'].shape)} does not match "
                              f"the ground truth {tuple(batch['depth'].shape)} (pass size= to geometry())")
@@ -133,22 +139,36 @@ def batch_geometry(model: nn.Module, predictions: dict, batch: dict, protocol: d
                           resize=protocol.get("pred_resize", "bilinear"))
 
 
+def _check_outputs(predictions: dict, batch: dict, where: str) -> None:
+    """The model's raw outputs are finite, or one ``NonFiniteError`` names the output and the sequence."""
+    for key, value in predictions.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            b = int((~torch.isfinite(value)).flatten(1).any(1).nonzero()[0]) if value.dim() > 1 else 0
+            sequence = batch["meta"][b].get("sequence", b) if b < len(batch["meta"]) else b
+            raise NonFiniteError(f"{where}, sequence {sequence}: the model's output '{key}' holds NaN or infinity")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loaders: dict[str, Iterable[dict]], protocols: dict[str, dict],
-             device: torch.device, precision: str = "32-true", progress: bool = False
+             device: torch.device, precision: str = "32-true", progress: bool = False, phase: str = "FP"
              ) -> tuple[dict[str, dict], dict[str, dict]]:
     """``({eval set: {task: {metric: value}}}, {eval set: {task: records}})`` of ``model`` (already on ``device``,
-    put in eval mode here)."""
+    put in eval mode here). ``phase`` (FP, quantized) names the evaluation in the progress bar and in errors."""
     model.eval()
     results, records = {}, {}
     with Progress(transient=True, disable=not progress) as bar:
         for name, loader in loaders.items():
             evaluator = protocol_evaluator(name, protocols[name])
-            task = bar.add_task(f"evaluating {name}", total=len(loader) if hasattr(loader, "__len__") else None)
+            task = bar.add_task(f"{phase} evaluation of {name}",
+                                total=len(loader) if hasattr(loader, "__len__") else None)
             for batch in loader:
                 with autocast(device, precision):
                     predictions = model(batch["images"].to(device))
-                evaluator.update(batch_geometry(model, predictions, batch, protocols[name]), batch)
+                _check_outputs(predictions, batch, f"{phase} evaluation, eval set '{name}'")
+                try:
+                    evaluator.update(batch_geometry(model, predictions, batch, protocols[name]), batch)
+                except NonFiniteError as err:
+                    raise NonFiniteError(f"{phase} evaluation, {err}") from None
                 bar.advance(task)
             results[name] = evaluator.compute()
             records[name] = evaluator.records()

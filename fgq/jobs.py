@@ -22,15 +22,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from fgq.config import ConfigError
+from fgq.config import ConfigError, check_seed
 from fgq.data.files import DataError
+from fgq.errors import NonFiniteError
 from fgq.io import write_json_atomic
 from fgq.models.checkpoint import CheckpointError
 from fgq.pipeline import config_digest
 
 log = logging.getLogger(__name__)
+
+# Failures a user can act on: reported as one ``error: …`` line (exit 2), never a traceback (HYDRA_FULL_ERROR=1
+# shows it).
+USER_ERRORS = (ConfigError, CheckpointError, DataError, NonFiniteError)
+
+
+def user_error(err: BaseException) -> Exception | None:
+    """The one-line error inside ``err``: one of ``USER_ERRORS``, also when Hydra's ``instantiate`` wrapped it, or a
+    ``ValueError``/``TypeError`` a configured constructor raised (named by its config key). ``None``: a bug."""
+    if isinstance(err, USER_ERRORS):
+        return err
+    if isinstance(err, InstantiationException) and err.__cause__ is not None:
+        cause = user_error(err.__cause__)
+        if cause is not None:
+            return cause
+        if isinstance(err.__cause__, (ValueError, TypeError)):
+            key = next((line.split(":", 1)[1].strip() for line in str(err).splitlines()
+                        if line.startswith("full_key:")), "")
+            message = str(err.__cause__).strip().splitlines()[0] if str(err.__cause__).strip() else ""
+            return ConfigError(f"{key + ': ' if key else ''}{message or type(err.__cause__).__name__}")
+    return None
 
 
 def completed(out_dir: Path, digest: str) -> dict | None:
@@ -82,7 +105,8 @@ def record_failure(cfg: DictConfig, out_dir: Path, choices: dict[str, str], err:
     return result
 
 
-def dispatch(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | None) -> dict:
+def dispatch(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | None,
+             explicit: frozenset[str] = frozenset()) -> dict:
     job = cfg.get("job", "quantize")
     if job == "fisher_validation":
         from fgq.validation.job import run_fisher_validation
@@ -92,34 +116,45 @@ def dispatch(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str
         raise ConfigError(f"job={job}: use quantize or fisher_validation")
     from fgq.pipeline import run
 
-    return run(cfg, out_dir, choices, group)
+    return run(cfg, out_dir, choices, group, explicit)
 
 
 def run_job(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | None = None,
-            sweep: bool = False) -> dict:
+            sweep: bool = False, explicit: frozenset[str] = frozenset()) -> dict:
     """Run (or skip, see the module doc) one job; returns its ``metrics.json`` content. ``sweep``: record failures
-    and return instead of raising."""
+    and return instead of raising. ``explicit``: the top-level config keys the command line set."""
     out_dir = Path(out_dir)
+    check_seed(cfg)  # the digest resolves every ${fgq_seed:…}
     digest = config_digest(cfg)
     if cfg.get("resume", True):
         done = completed(out_dir, digest)
         if done is not None:
             log.info("skipped: %s/metrics.json is complete for this config (resume=false reruns it)", out_dir)
             return {**done, "skipped": True}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".fgq-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"output directory {out_dir}: not writable ({err.strerror or err}); choose another with "
+                          "hydra.run.dir=… (hydra.sweep.dir=… for -m)") from None
     remove_stale_temporaries(out_dir)
     start = time.perf_counter()
     with sigterm_as_exit():
         try:
-            return dispatch(cfg, out_dir, choices, group)
-        except (ConfigError, CheckpointError, DataError) as err:
-            if not sweep:
-                raise
-            log.error("job failed: %s", err)
-            return record_failure(cfg, out_dir, choices, err, digest, time.perf_counter() - start)
+            return dispatch(cfg, out_dir, choices, group, explicit)
         except Exception as err:
-            failure = record_failure(cfg, out_dir, choices, err, digest, time.perf_counter() - start)
+            known = user_error(err)
+            if known is not None and not sweep and not isinstance(known, NonFiniteError):
+                raise known from None  # a config or input problem: one line, nothing written
+            failure = record_failure(cfg, out_dir, choices, known or err, digest, time.perf_counter() - start)
             if not sweep:
+                if known is not None:  # a non-finite value: metrics.json records where, the console gets one line
+                    raise known from None
                 raise
-            log.exception("job failed (the sweep goes on; metrics.json records the error)")
+            if known is not None:
+                log.error("job failed: %s", known)
+            else:
+                log.exception("job failed (the sweep goes on; metrics.json records the error)")
             return failure

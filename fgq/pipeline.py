@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import platform
 import resource
 import time
 import warnings
@@ -138,13 +139,23 @@ def evaluate_fp(cfg: DictConfig, model: nn.Module, loaders: dict, protocols: dic
     return results, records, (False if store is not None else None)
 
 
-def target_store(cfg: DictConfig, device: torch.device, calib: DataLoader | None) -> TargetCache | None:
+def target_store(cfg: DictConfig, device: torch.device, precision: str,
+                 calib: DataLoader | None) -> TargetCache | None:
     """The FP block-target cache, when enabled and allowed any size (``cache.fp_targets_max_gb`` > 0)."""
     cache = cfg.get("cache") or {}
     if not (cache.get("enabled") and cache.get("fp_targets") and float(cache.get("fp_targets_max_gb") or 0) > 0):
         return None
-    return TargetCache(cache["fp_targets"], fp_targets_key(cfg, device.type), float(cache["fp_targets_max_gb"]),
+    return TargetCache(cache["fp_targets"], fp_targets_key(cfg, device.type, precision),
+                       float(cache["fp_targets_max_gb"]),
                        loader=calib)
+
+
+def environment(device: torch.device, precision: str) -> dict:
+    """What can change a job's numbers besides its config: library versions, device, precision and thread count
+    (calibrated quantizers differ in the last bits between 1 and 2 threads)."""
+    return {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "threads": torch.get_num_threads(), "precision": precision}
 
 
 def peak_memory() -> dict:
@@ -154,8 +165,12 @@ def peak_memory() -> dict:
     return out
 
 
-def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | None = None) -> dict:
-    """Run one job and return what was written to ``out_dir/metrics.json``."""
+def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | None = None,
+        explicit: frozenset[str] = frozenset()) -> dict:
+    """Run one job and return what was written to ``out_dir/metrics.json``. ``explicit``: the top-level config keys
+    the command line set (``bits``: the user asked for these bits, so a reloaded model with other bits is refused).
+    Every label (``choices.bits``: console, log, metrics.json, W&B name and tags, sweep tables) is the bits the job
+    ran with."""
     spec = validate(cfg)
     device = resolve_device(cfg.trainer.accelerator)
     precision = resolve_precision(cfg.trainer.precision, device)
@@ -165,11 +180,19 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
     model = instantiate(cfg.model)
     qconfig = _config_object(cfg.quantizer, "quantizer")
     fisher_config = _config_object(cfg.fisher, "fisher") if cfg.get("fisher") else None
-    spec = resolved_spec(qconfig, spec)  # e.g. a saved quantized model keeps the bits it was made with
+    requested, spec = spec, resolved_spec(qconfig, spec)  # e.g. a saved quantized model keeps its own bits
+    if spec != requested and "bits" in explicit:
+        raise ConfigError(f"the saved model holds {spec.tag} (bits {spec.to_dict()}) but the command asks for "
+                          f"{requested.tag}: drop bits=… (a reloaded model keeps its own bits)")
+    if choices.get("bits") != spec.tag:
+        choices = {**choices, "bits": spec.tag, "bits_preset": choices.get("bits")}
     loaders, calib = build_data(cfg, with_calib=not spec.is_fp and needs_calibration(qconfig))
     protocols = {name: OmegaConf.to_container(node.protocol, resolve=True) for name, node in cfg.dataset.eval.items()}
     model.to(device)
     loggers = make_loggers(cfg, out_dir, choices, group)
+    env = environment(device, precision)
+    for logger in loggers:
+        logger.log_hyperparams({"environment": env})
     try:
         timings = {}
         t = time.perf_counter()
@@ -183,7 +206,8 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
         else:
             log.info("quantizing: quantizer=%s bits=%s", choices.get("quantizer"), choices.get("bits"))
             context = QuantContext(
-                calib=calib, device=device, target_store=target_store(cfg, device, calib),
+                calib=calib, device=device, precision=precision,
+                target_store=target_store(cfg, device, precision, calib),
                 use_caches=bool((cfg.get("cache") or {}).get("enabled", True)), fisher_config=fisher_config,
                 out_dir=out_dir, log_images=lambda images: log_images(loggers, images))
             cost = quantize(model, qconfig, spec, context)
@@ -193,7 +217,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
                 cost["saved"] = str(save_quantized(model, qconfig, spec, out_dir))
             t = time.perf_counter()
             quant, quant_records = evaluate(model, loaders, protocols, device, precision,
-                                            progress=cfg.trainer.enable_progress_bar)
+                                            progress=cfg.trainer.enable_progress_bar, phase="quantized")
             log_phase(loggers, "quant", quant)
             timings["quant_eval_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - start
@@ -209,6 +233,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, str], group: str | No
             "timings": timings,
             "peak_memory": peak_memory(),
             "cache_hits": hits,
+            "environment": env,
             "config_digest": config_digest(cfg),
             # per eval set and task, the per-sequence values the metrics aggregate (DatasetEvaluator.records), and
             # the protocols that aggregate them: intervals are computed from these after the fact (fgq.sweeps)

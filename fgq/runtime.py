@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from fgq.config import ConfigError
+from fgq.errors import ConfigError
 
 # trainer.precision → the autocast dtype (None: no autocast). Names as Lightning's Trainer spells them.
 AUTOCAST_DTYPES = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -36,6 +36,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    dtype = AUTOCAST_DTYPES[precision]
+def autocast_dtype(device: torch.device, precision: str | None) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device`` (``None``: no autocast); ``None`` precision = ``auto``."""
+    return AUTOCAST_DTYPES[resolve_precision(precision or "auto", device)]
+
+
+def autocast(device: torch.device, precision: str | None) -> AbstractContextManager:
+    dtype = autocast_dtype(device, precision)
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()

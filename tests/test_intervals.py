@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from fgq.metrics.pointmap import METRIC_KEYS
-from fgq.sweeps.intervals import PairedBootstrap
+from fgq.sweeps.figures import degradation, degradation_bars
+from fgq.sweeps.intervals import Estimate, PairedBootstrap
+from fgq.sweeps.table import Column, Row, Table
 
 POINTS = {"tasks": ["points"], "icp": False}
 
@@ -61,3 +63,15 @@ def test_per_category_pose_is_resampled_within_categories():
 def test_different_evaluation_sets_cannot_be_paired():
     with pytest.raises(ValueError, match="different sequences"):
         PairedBootstrap([[_points([1.0, 2.0])], [_points([1.0, 2.0], ["a", "b"])]], POINTS)
+
+
+def test_degradation_figure_bars_carry_the_paired_interval(tmp_path):
+    """Fig. 2's bars: % of FP, positive = worse, with the paired interval of method − FP as the error bar."""
+    columns = [Column("metric", "auc@30", "synthetic", "camera"), Column("metric", "abs_rel", "synthetic", "depth")]
+    fp = Row("FP", "FP", None, [0.5, 0.2], intervals=[Estimate(0.5, 0.45, 0.55), Estimate(0.2, 0.18, 0.22)])
+    rtn = Row("w4a3", "RTN", None, [0.4, 0.21], vs_fp=[Estimate(-0.1, -0.15, -0.05), Estimate(0.01, -0.002, 0.02)])
+    bars = degradation_bars(Table("t", columns, [fp, rtn]))
+    (auc, absrel), = bars["w4a3"].values()
+    assert auc == pytest.approx((20.0, 10.0, 30.0))  # AUC 0.5 → 0.4 is 20 % worse, interval 10–30 %
+    assert absrel == pytest.approx((5.0, -1.0, 10.0))  # AbsRel 0.2 → 0.21 is 5 % worse; the interval crosses 0
+    assert degradation(Table("t", columns, [fp, rtn]), tmp_path / "fig.png").is_file()

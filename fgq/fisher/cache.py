@@ -107,11 +107,11 @@ class FisherCache:
 
 
 def fisher_for(model: nn.Module, calib: Iterable[dict], config: FisherConfig,
-               device: torch.device | str | None = None) -> tuple[torch.Tensor, bool]:
+               device: torch.device | str | None = None, amp: bool | None = None) -> tuple[torch.Tensor, bool]:
     """The Fisher of all tasks ``[3, L, C]`` the way ``config`` says (through the cache when
-    ``config.cache_dir`` is set); returns ``(fisher, cache_hit)``."""
+    ``config.cache_dir`` is set); returns ``(fisher, cache_hit)``. ``amp``: bf16 autocast (``None``: on CUDA only)."""
     kwargs = dict(tasks=TASKS, estimator=config.estimator, device=device, num_projections=config.num_projections,
-                  num_clips=config.num_clips, seed=config.seed)
+                  num_clips=config.num_clips, seed=config.seed, amp=amp)
     if config.cache_dir:
         return FisherCache(config.cache_dir).get_or_compute(model, calib, **kwargs)
     return compute_fisher(model, calib, **kwargs), False

@@ -50,6 +50,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fgq.errors import NonFiniteError
+
 log = logging.getLogger(__name__)
 
 TASKS = ("camera", "depth", "points")  # canonical order of the Fisher's first axis (QuantView.tasks)
@@ -281,7 +283,13 @@ def compute_fisher(
         for name, p in model.named_parameters():
             p.requires_grad_(flags[name])
         model.train(was_training)
-    return (total / clips).cpu()
+    fisher = (total / clips).cpu()
+    bad = (~torch.isfinite(fisher)).nonzero()
+    if len(bad):
+        task, block = int(bad[0, 0]), int(bad[0, 1])
+        raise NonFiniteError(f"Fisher: task {tasks[task]}, block {view.blocks[block].name}: not finite (the model's "
+                             "outputs or their gradients overflowed; try trainer.precision=32-true)")
+    return fisher
 
 
 # ---------------------------------------------------------------------------------------------------------------

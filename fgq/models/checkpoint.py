@@ -70,6 +70,15 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: str
             f"checkpoint {path} does not match the configured {type(model).__name__}: " + "; ".join(parts)
             + " — check model=… and its size knobs"
         )
+    check_finite(state, path)
+
+
+def check_finite(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Raise one ``CheckpointError`` naming the tensors that hold NaN or infinity (a corrupt or diverged file)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint {path}: {len(bad)} tensor(s) hold NaN or infinity ({_first(bad)}); "
+                              "the file is corrupt or comes from a diverged run")
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:

@@ -137,6 +137,6 @@ class Block(nn.Module):
 def fp32_heads(device: torch.device):
     """The official heads run with CUDA autocast disabled (fp32); the same on any device whose autocast is on (a
     CPU bf16 run is then the CUDA run's numerics, not a different model)."""
-    if torch.is_autocast_enabled(device.type):
+    if torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type):
         return torch.autocast(device.type, enabled=False)
     return nullcontext()

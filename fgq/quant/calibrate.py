@@ -22,7 +22,9 @@ from typing import Any, Protocol
 import torch
 from rich.progress import Progress
 
+from fgq.errors import NonFiniteError
 from fgq.models.adapter import BlockRef, QuantView
+from fgq.runtime import autocast
 
 
 @dataclass
@@ -72,13 +74,15 @@ def _peak(device: torch.device) -> float | None:
 
 
 def capture_inputs(
-    view: QuantView, calib: Iterable[dict], device: torch.device, dtype: torch.dtype
+    view: QuantView, calib: Iterable[dict], device: torch.device, dtype: torch.dtype, precision: str | None = None
 ) -> list[CalibSample]:
-    """Everything before the first calibrated block, once per calibration batch."""
+    """Everything before the first calibrated block, once per calibration batch, under the job's autocast (the
+    official code computes these DINO tokens under bf16 autocast)."""
     samples = []
     with torch.no_grad():
         for batch in calib:
-            x, pos = view.embed(batch["images"].to(device))
+            with autocast(device, precision):
+                x, pos = view.embed(batch["images"].to(device))
             samples.append(CalibSample(x.to("cpu", dtype), pos.cpu()))
     if not samples:
         raise ValueError("calibration data is empty: check calib.source and calib.num_clips")
@@ -96,6 +100,16 @@ def run_block(view: QuantView, ref: BlockRef, samples: list[CalibSample], device
     return outputs
 
 
+def check_block_finite(ref: BlockRef, who: str) -> None:
+    """Every floating tensor of a just-quantized block is finite, or one ``NonFiniteError`` names the block and the
+    tensor (the job stops there: nothing is saved)."""
+    state = ref.module.state_dict()
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise NonFiniteError(f"{who}: block {ref.name}: {bad} holds NaN or infinity after calibration "
+                             "(nothing is saved)")
+
+
 def calibrate_blocks(
     view: QuantView,
     calib: Iterable[dict],
@@ -107,11 +121,13 @@ def calibrate_blocks(
     description: str = "calibrating",
     runner: BlockRunner | None = None,
     store: TargetStore | None = None,
+    precision: str | None = None,
 ) -> dict:
     """Run ``block_fn(ref, data)`` on every block in order (it quantizes the block in place and returns its
     own figures); returns per-block time, peak device memory and cached bytes, plus the algorithm's figures.
     ``runner``: how a block is run for targets and propagation (default ``view.run_block``). ``store``: where FP
-    inputs/targets are shared (FP propagation with the default runner only; others compute their own)."""
+    inputs/targets are shared (FP propagation with the default runner only; others compute their own).
+    ``precision``: the autocast of the embedding pass (``fgq.runtime``; ``None`` = auto); blocks run in fp32."""
     if propagate not in ("fp", "quant"):
         raise ValueError(f"propagate={propagate!r}: use 'fp' or 'quant'")
     start = time.perf_counter()
@@ -125,7 +141,7 @@ def calibrate_blocks(
     if entry is not None and entry.hit:
         samples = [CalibSample(x, pos) for x, pos in entry.load_inputs()]
     else:
-        samples = capture_inputs(view, calib, device, cache_dtype)
+        samples = capture_inputs(view, calib, device, cache_dtype, precision)
         if entry is not None:
             entry.save_inputs([(s.x, s.pos) for s in samples], len(view.blocks))
     per_block = []
@@ -142,6 +158,7 @@ def calibrate_blocks(
                 if entry is not None:
                     entry.save_targets(i, targets)
             figures = block_fn(ref, BlockData(samples, targets, device)) or {}
+            check_block_finite(ref, description)
             samples = [
                 CalibSample(y, s.pos) for s, y in zip(samples, (
                     targets if propagate == "fp" else run_block(view, ref, samples, device, cache_dtype, runner)

@@ -12,6 +12,7 @@ import torch
 
 from fgq.fisher.compute import FisherConfig
 from fgq.quant.calibrate import TargetStore
+from fgq.runtime import autocast_dtype
 
 
 @dataclass
@@ -22,7 +23,9 @@ class QuantContext:
     ``[tasks, blocks, channels]`` the caller already has (FGQ then skips computing one); ``fisher_config``: the job's
     ``fisher`` group (how a Fisher is computed and turned into weights; defaults when ``None``). ``out_dir`` and
     ``log_images``: where a quantizer writes the pictures it makes (FGQ's Fisher heatmaps) and how they reach the
-    job's loggers."""
+    job's loggers. ``precision``: the job's ``trainer.precision`` (``None``: ``auto``, bf16 autocast on CUDA and fp32
+    on CPU); the Fisher pass, the calibration's embedding pass and FlatQuant's training forwards run under its
+    autocast, as the evaluation does."""
 
     calib: Iterable[dict] | None = None
     device: torch.device | str = "cpu"
@@ -32,9 +35,15 @@ class QuantContext:
     fisher_config: FisherConfig | None = None
     out_dir: Path | None = None
     log_images: Callable[[dict[str, Path]], None] | None = None
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
+
+    @property
+    def amp(self) -> bool:
+        """Whether the job's forwards run under autocast (the Fisher's switch)."""
+        return autocast_dtype(self.device, self.precision) is not None
 
     def require_calib(self, who: str) -> Iterable[dict]:
         """The calibration batches, or one clear error naming the quantizer that needs them."""

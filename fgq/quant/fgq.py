@@ -57,7 +57,8 @@ def fgq(view: QuantView, config: FGQConfig, spec: QuantSpec, ctx: QuantContext) 
     if iter(calib) is calib:  # a one-shot iterator: the Fisher pass must not use up FlatQuant's clips
         calib = list(calib)
     if spec.is_fp:
-        return flatquant_calibrate(view, config, spec, calib, device, store=ctx.target_store)
+        return flatquant_calibrate(view, config, spec, calib, device, store=ctx.target_store,
+                                   precision=ctx.precision)
     fc = ctx.fisher_config or FisherConfig()
     if not ctx.use_caches:
         fc = dataclasses.replace(fc, cache_dir=None)
@@ -66,7 +67,7 @@ def fgq(view: QuantView, config: FGQConfig, spec: QuantSpec, ctx: QuantContext) 
     weights = None
     if fc.granularity != "none" or fisher is not None:
         if fisher is None:
-            fisher, hit = fisher_for(view.model, calib, fc, device)
+            fisher, hit = fisher_for(view.model, calib, fc, device, amp=ctx.amp)
             figures.update(source="cache" if hit else "computed", estimator=fc.estimator)
             if fc.cache_dir:
                 figures["cache_hit"] = hit
@@ -87,7 +88,7 @@ def fgq(view: QuantView, config: FGQConfig, spec: QuantSpec, ctx: QuantContext) 
         _save_pictures(view, fisher, weights, ctx)
     channel_weight = (lambda ref: weights[ref.index]) if weights is not None else None
     result = flatquant_calibrate(view, config, spec, calib, device, channel_weight=channel_weight,
-                                 store=ctx.target_store)
+                                 store=ctx.target_store, precision=ctx.precision)
     result["flatquant_s"] = result["quantize_s"]
     result["fisher_s"] = fisher_s
     result["quantize_s"] = result["quantize_s"] + fisher_s

@@ -55,14 +55,15 @@ class FlatLinear(nn.Module):
         self.act_splits = act_splits
         self.merged = False
         self.weight_is_quantized = False
+        device = linear.weight.device  # the clips live with the weight they clip (a model already on the GPU)
         if lwc and spec.quantizes_weights:
-            self.clip_factor_w_max = nn.Parameter(torch.full((self.out_features, 1), CLIP_LOGIT_INIT))
-            self.clip_factor_w_min = nn.Parameter(torch.full((self.out_features, 1), CLIP_LOGIT_INIT))
+            self.clip_factor_w_max = nn.Parameter(torch.full((self.out_features, 1), CLIP_LOGIT_INIT, device=device))
+            self.clip_factor_w_min = nn.Parameter(torch.full((self.out_features, 1), CLIP_LOGIT_INIT, device=device))
         else:
             self.clip_factor_w_max = self.clip_factor_w_min = None
         if lac and spec.quantizes_activations:
-            self.clip_factor_a_max = nn.Parameter(torch.full((act_splits,), CLIP_LOGIT_INIT))
-            self.clip_factor_a_min = nn.Parameter(torch.full((act_splits,), CLIP_LOGIT_INIT))
+            self.clip_factor_a_max = nn.Parameter(torch.full((act_splits,), CLIP_LOGIT_INIT, device=device))
+            self.clip_factor_a_min = nn.Parameter(torch.full((act_splits,), CLIP_LOGIT_INIT, device=device))
         else:
             self.clip_factor_a_max = self.clip_factor_a_min = None
 

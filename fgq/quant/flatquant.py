@@ -46,13 +46,15 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
+from fgq.errors import NonFiniteError
 from fgq.models.adapter import BlockRef, QuantView
-from fgq.quant.calibrate import BlockData, TargetStore, calibrate_blocks
+from fgq.quant.calibrate import BlockData, CalibSample, TargetStore, calibrate_blocks
 from fgq.quant.context import QuantContext
 from fgq.quant.flat_block import FlatQuantBlock
 from fgq.quant.flatquant_config import CACHE_DTYPES, FlatQuantConfig
 from fgq.quant.registry import register
 from fgq.quant.spec import QuantSpec
+from fgq.runtime import autocast_dtype
 
 # ---------------------------------------------------------------------------------------------------------------
 # Loss
@@ -116,26 +118,43 @@ def _step_groups(data: BlockData, batch_size: int | None) -> list[list[tuple[int
     return [clips[k:k + batch_size] for k in range(0, len(clips), batch_size)]
 
 
+def _stage(data: BlockData, where: str) -> BlockData:
+    """The block's cached inputs/targets where ``quantizer.stage`` says: ``host`` as cached (pageable host memory,
+    copied every step, as FGQ), ``pinned`` (page-locked host memory: the per-step copies run asynchronously) or
+    ``device`` (moved once for the whole block). The values are the same bytes in every case. Off CUDA: ``host``."""
+    if data.device.type != "cuda" or where == "host":
+        return data
+    move = (lambda t: t.to(data.device)) if where == "device" else (lambda t: t.pin_memory())
+    inputs = [CalibSample(move(s.x), move(s.pos)) for s in data.inputs]
+    return BlockData(inputs, [move(t) for t in data.targets], data.device)
+
+
 def _load_step(data: BlockData, group: list[tuple[int, slice]]) -> tuple[torch.Tensor, ...]:
     xs = [data.inputs[i].x[rows] for i, rows in group]
     if len({tuple(x.shape[1:]) for x in xs}) > 1:
         raise ValueError("calibration clips of one FlatQuant step differ in shape: use quantizer.batch_size=null")
-    x = torch.cat(xs).to(data.device, torch.float32)
-    pos = torch.cat([data.inputs[i].pos[rows] for i, rows in group]).to(data.device)
-    target = torch.cat([data.targets[i][rows] for i, rows in group]).to(data.device, torch.float32)
+
+    def gather(parts: list[torch.Tensor]) -> torch.Tensor:  # copy first (async from pinned memory), then join
+        return torch.cat([t.to(data.device, non_blocking=True) for t in parts])
+
+    x = gather(xs).float()
+    pos = gather([data.inputs[i].pos[rows] for i, rows in group])
+    target = gather([data.targets[i][rows] for i, rows in group]).float()
     return x, pos, target
 
 
 def calibrate_block(
     view: QuantView, ref: BlockRef, data: BlockData, config: FlatQuantConfig, spec: QuantSpec,
-    channel_weight: torch.Tensor | None = None,
+    channel_weight: torch.Tensor | None = None, amp_dtype: torch.dtype | None = None,
 ) -> dict:
     """Wrap block ``ref`` in a ``FlatQuantBlock`` (installed in the model), calibrate it on FP inputs against FP
-    targets (``quantizers.md`` §4.6), reparameterise it. Returns the block's loss/step/time figures."""
+    targets (``quantizers.md`` §4.6), reparameterise it. Returns the block's loss/step/time figures. ``amp_dtype``: the
+    autocast of the training forwards (parameters stay fp32, as FGQ's); ``None``: fp32."""
     start = time.perf_counter()
     device = data.device
     block = ref.module
     dtype = ref.param_dtype
+    data = _stage(data, config.stage)
     absmax = _input_absmax(view, ref, data) if (config.add_diag and config.diag_init == "sq_style") else None
 
     block.float()
@@ -163,16 +182,22 @@ def calibrate_block(
         values = []
         for group in groups:
             x, pos, target = _load_step(data, group)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp_enabled(device)):
+            with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
                 out = view.run_block(ref, x, pos)
             loss, value = block_loss(out, target, weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            values.append(value.item())
-            first = values[0] if first is None else first
-        epoch_losses.append(sum(values) / len(values))
+            values.append(value)  # kept on the device: no host sync inside the epoch
+        epoch = torch.stack(values).double()
+        if not bool(torch.isfinite(epoch).all()):  # one check per epoch: no host sync inside it
+            step = int((~torch.isfinite(epoch)).nonzero()[0])
+            raise NonFiniteError(f"{type(config).__name__.removesuffix('Config')} calibration: block {ref.name}, epoch "
+                                 f"{len(epoch_losses) + 1}, step {step + 1}: the loss is {float(epoch[step])} "
+                                 "(nothing is saved; try a lower quantizer.lr or trainer.precision=32-true)")
+        first = float(epoch[0]) if first is None else first
+        epoch_losses.append(float(epoch.mean()))
     qblock.reparameterize()
     qblock.to(dtype)
     return {
@@ -187,20 +212,24 @@ def calibrate_block(
 def flatquant_calibrate(
     view: QuantView, config: FlatQuantConfig, spec: QuantSpec, calib, device: torch.device,
     channel_weight: Callable[[BlockRef], torch.Tensor | None] | None = None, store: TargetStore | None = None,
+    precision: str | None = None,
 ) -> dict:
     """FlatQuant over every block of ``view`` through ``calibrate_blocks`` (FP inputs, FP targets, shared through
     ``store`` when given). ``channel_weight(ref)`` gives block ``ref``'s ``[C]`` loss weight (FGQ) or ``None``
-    (plain MSE)."""
+    (plain MSE). ``precision``: the job's (``fgq.runtime``; ``None`` = auto), unless ``config.deactive_amp`` is set."""
     if spec.is_fp:
         return {"quantize_s": 0.0, "quantized_linears": 0}
 
+    amp_dtype = config.autocast_dtype(autocast_dtype(device, precision))
+
     def block_fn(ref: BlockRef, data: BlockData) -> dict:
         weight = channel_weight(ref) if channel_weight is not None else None
-        return calibrate_block(view, ref, data, config, spec, weight)
+        return calibrate_block(view, ref, data, config, spec, weight, amp_dtype)
 
     with torch.enable_grad():
         result = calibrate_blocks(view, calib, block_fn, propagate="fp", device=device,
-                                  cache_dtype=CACHE_DTYPES[config.cache_dtype], description="flatquant", store=store)
+                                  cache_dtype=CACHE_DTYPES[config.cache_dtype], description="flatquant", store=store,
+                                  precision=precision)
     splits = 3 if config.split_qkv else 1
     result.update({"quantized_linears": 4 * len(view.blocks),
                    "activation_quantizers": (3 + splits) * len(view.blocks), "config": asdict(config)})
@@ -215,7 +244,8 @@ def rebuild_flatquant(view: QuantView, config: FlatQuantConfig, spec: QuantSpec)
         return
     for ref in view.blocks:
         dtype = ref.param_dtype
-        block = FlatQuantBlock(ref.module, spec, config, _block_generator(config.seed, ref.index))
+        device = next(ref.module.parameters()).device  # transforms start on the host (seeded CPU generator)
+        block = FlatQuantBlock(ref.module, spec, config, _block_generator(config.seed, ref.index)).to(device)
         block.reparameterize()
         block.to(dtype)
         _replace_block(view, ref, block)
@@ -224,4 +254,4 @@ def rebuild_flatquant(view: QuantView, config: FlatQuantConfig, spec: QuantSpec)
 @register(FlatQuantConfig, rebuild=rebuild_flatquant, calibrated=True)
 def flatquant(view: QuantView, config: FlatQuantConfig, spec: QuantSpec, ctx: QuantContext) -> dict:
     return flatquant_calibrate(view, config, spec, ctx.require_calib("FlatQuant"), ctx.device,
-                               store=ctx.target_store)
+                               store=ctx.target_store, precision=ctx.precision)

@@ -11,6 +11,7 @@ from fgq.quant.transforms import TRANSFORM_KINDS
 
 DIAG_INITS = ("sq_style", "one_style")
 CACHE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+STAGES = ("host", "pinned", "device")
 
 
 @dataclass
@@ -20,8 +21,12 @@ class FlatQuantConfig:
     ``batch_size``: clips per optimiser step (FGQ ``cali_bsz`` = 2); the cached calibration batches are split
     into clips and regrouped (all clips of one step must have the same shape; a last, smaller step keeps the
     remainder). ``None``: one step per calibration batch as the loader yields it (``calib.batch_size``).
-    ``deactive_amp``: ``None`` = fp32 on CPU, bf16 autocast on CUDA (FGQ's default); ``True`` forces fp32.
+    ``deactive_amp``: ``None`` = the job's precision (``trainer.precision``; auto: bf16 autocast on CUDA as FGQ,
+    fp32 on CPU); ``True`` forces fp32 (FGQ's ``--deactive_amp``); ``False`` forces bf16 autocast.
     ``cache_dtype``: dtype of the cached block inputs/targets on the host (FGQ: bf16).
+    ``stage``: where a block's cached inputs/targets sit while it is calibrated (CUDA only; the same numbers either
+    way): ``host`` (pageable memory, copied every step: FGQ's code), ``pinned`` (page-locked, asynchronous copies)
+    or ``device`` (copied once per block; costs twice the cache size of one block in device memory).
     ``seed``: seeds the transform initialisation of block ``i`` through its own ``torch.Generator``.
     """
 
@@ -42,6 +47,7 @@ class FlatQuantConfig:
     transform: str = "svd"
     split_qkv: bool = True
     cache_dtype: str = "bfloat16"
+    stage: str = "pinned"
     seed: int = 0
     deactive_amp: bool | None = None
 
@@ -52,6 +58,8 @@ class FlatQuantConfig:
             raise ValueError(f"quantizer.transform={self.transform!r}: use one of {', '.join(TRANSFORM_KINDS)}")
         if self.cache_dtype not in CACHE_DTYPES:
             raise ValueError(f"quantizer.cache_dtype={self.cache_dtype!r}: use one of {', '.join(CACHE_DTYPES)}")
+        if self.stage not in STAGES:
+            raise ValueError(f"quantizer.stage={self.stage!r}: use one of {', '.join(STAGES)}")
         if self.epochs < 0 or self.warmup_iters < 0:
             raise ValueError("quantizer.epochs and quantizer.warmup_iters must be >= 0")
         if self.batch_size is not None and self.batch_size < 1:
@@ -59,5 +67,8 @@ class FlatQuantConfig:
         if not 0.0 <= self.diag_alpha <= 1.0:
             raise ValueError(f"quantizer.diag_alpha={self.diag_alpha!r}: must be in [0, 1]")
 
-    def amp_enabled(self, device: torch.device) -> bool:
-        return (device.type != "cpu") if self.deactive_amp is None else not self.deactive_amp
+    def autocast_dtype(self, job: torch.dtype | None) -> torch.dtype | None:
+        """The autocast dtype of the training forwards, given the job's (``None``: fp32)."""
+        if self.deactive_amp is None:
+            return job
+        return None if self.deactive_amp else torch.bfloat16

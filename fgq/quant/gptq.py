@@ -188,9 +188,10 @@ def _collect_hessians(view: QuantView, ref: BlockRef, data: BlockData,
 
 
 def gptq_blocks(view: QuantView, config: GPTQConfig, spec: QuantSpec, calib: Iterable[dict], device: torch.device,
-                description: str) -> dict:
+                description: str, precision: str | None = None) -> dict:
     """GPTQ on the model's installed ``QuantLinear``s (plain, or rotated by QuaRot), block by block on the quantized
-    prefix's outputs, in true-sequential groups as configured."""
+    prefix's outputs, in true-sequential groups as configured. Hessians and blocks are fp32 (no TF32) whatever the
+    job's ``precision``, which reaches only the embedding pass."""
     steps = [[short] for short in LINEAR_PATHS] if config.true_sequential else [list(LINEAR_PATHS)]
 
     def block_fn(ref: BlockRef, data: BlockData) -> dict:
@@ -211,7 +212,8 @@ def gptq_blocks(view: QuantView, config: GPTQConfig, spec: QuantSpec, calib: Ite
 
     with _no_tf32():
         return calibrate_blocks(view, calib, block_fn, propagate="quant", device=device,
-                                cache_dtype=getattr(torch, config.cache_dtype), description=description)
+                                cache_dtype=getattr(torch, config.cache_dtype), description=description,
+                                precision=precision)
 
 
 @register(GPTQConfig, rebuild=rebuild_quantized_linears, calibrated=True)
@@ -227,7 +229,7 @@ def gptq(view: QuantView, config: GPTQConfig, spec: QuantSpec, ctx: QuantContext
     # Weights stay FP (activations quantized) until GPTQ writes them, so un-quantized layers never use RTN.
     pending = dataclasses.replace(spec, w_bits=16)
     swap_linears(view.model, list(view.linear_names()), pending)
-    result = gptq_blocks(view, config, spec, calib, ctx.device, "GPTQ")
+    result = gptq_blocks(view, config, spec, calib, ctx.device, "GPTQ", ctx.precision)
     quantized = sum(isinstance(m, QuantLinear) and m.weight_is_quantized for m in view.model.modules())
     return {**result, "quantize_s": time.perf_counter() - start, "quantized_linears": quantized}
 

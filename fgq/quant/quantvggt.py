@@ -261,7 +261,7 @@ def quantvggt(view: QuantView, config: QuantVGGTConfig, spec: QuantSpec, ctx: Qu
     engine_runner = None if config.global_tokens == "sequence" else runner
     result = calibrate_blocks(view, clips, block_fn, propagate="fp", device=device, runner=engine_runner,
                               cache_dtype=CACHE_DTYPES[config.cache_dtype], description="quantvggt",
-                              store=ctx.target_store)
+                              store=ctx.target_store, precision=ctx.precision)
     result.update({"quantize_s": time.perf_counter() - start, "sampling_s": sample_s, "sampling": sampling,
                    "calibration_clips": len(clips), "quantized_linears": 0 if spec.is_fp else 4 * len(view.blocks),
                    "config": dataclasses.asdict(config)})

@@ -114,7 +114,7 @@ def quarot(view: QuantView, config: QuaRotConfig, spec: QuantSpec, ctx: QuantCon
     layers = install_rotations(view, dataclasses.replace(spec, w_bits=16) if use_gptq else spec, config.seed)
     figures: dict = {}
     if use_gptq:
-        figures = gptq_blocks(view, config.gptq, spec, calib, ctx.device, "quarot+gptq")
+        figures = gptq_blocks(view, config.gptq, spec, calib, ctx.device, "quarot+gptq", ctx.precision)
     elif spec.quantizes_weights:
         with torch.no_grad():
             for layer in layers.values():

@@ -65,11 +65,14 @@ def needs_calibration(config: Any) -> bool:
 
 def rebuild(model: nn.Module, config: Any, spec: QuantSpec) -> None:
     """Give ``model`` the module structure that ``quantize(model, config, spec)`` produces, without calibrating,
-    so that a saved quantized state dict loads strictly."""
+    so that a saved quantized state dict loads strictly. The new modules end up where the model's parameters are
+    (a model already on the GPU stays whole there)."""
     fn = _REBUILD.get(type(config))
     if fn is None:
         raise ValueError(f"quantizer {type(config).__name__} cannot be reloaded (no rebuild registered)")
+    device = next(model.parameters()).device
     fn(model.quant_view(), config, spec)
+    model.to(device)
 
 
 def quantize(model: nn.Module, config: Any, spec: QuantSpec, context: QuantContext | None = None,

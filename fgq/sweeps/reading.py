@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fgq.config import group_options
+from fgq.io import NUMERIC_PARTS, nan_json
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +121,12 @@ def _container(node: object) -> dict:
 
 def _load_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        result = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    if isinstance(result, dict):  # metrics.json writes NaN as null (strict JSON): numbers again for the tables
+        result.update({k: nan_json(result[k]) for k in NUMERIC_PARTS if k in result})
+    return result
 
 
 def _job_dirs(root: Path) -> list[Path]:
