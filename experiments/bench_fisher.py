@@ -94,7 +94,7 @@ def fp_forward_backward(model: torch.nn.Module, images: torch.Tensor, amp: bool)
 
 def official_fisher_pass(model: torch.nn.Module, images: torch.Tensor, amp: bool) -> None:
     """The official code's Fisher pass on one clip: parameter gradients on, ``retain_grad`` on every block
-    output, three ``backward`` calls on one retained graph (``fgq_method.md`` §2.3, §2.7)."""
+    output, three ``backward`` calls on one retained graph."""
     view = model.quant_view()
     model.requires_grad_(True)
     kept = []

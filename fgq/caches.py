@@ -11,7 +11,6 @@ only read once its ``complete.json`` marker exists, so a job killed half-way nev
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -24,8 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from fgq import PACKAGE
-from fgq.digest import data_digest
+from fgq.digest import data_digest, source_digest
 from fgq.io import atomic_write, nan_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -39,15 +37,8 @@ def digest(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-@functools.lru_cache(maxsize=1)
 def code_digest() -> str:
-    h = hashlib.sha256()
-    for entry in CODE:
-        path = PACKAGE / entry
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            h.update(file.relative_to(PACKAGE).as_posix().encode())
-            h.update(file.read_bytes())
-    return h.hexdigest()
+    return source_digest(CODE)
 
 
 def file_identity(path: str) -> dict:

@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fgq.config import ConfigError, check_choices
+from fgq.precheck import check_names, check_sweep
 
 
 def _fail(err: Exception) -> None:
@@ -74,7 +75,10 @@ def main() -> None:
     try:
         overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
         check_choices(overrides)
+        check_names(overrides)
         check_output_dirs(overrides)
+        if not {"--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help"} & set(sys.argv[1:]):
+            check_sweep(overrides)  # the job's config (with -m: every value of the sweep), before any work
     except ConfigError as err:
         _fail(err)
     hydra_main()

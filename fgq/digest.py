@@ -3,12 +3,28 @@ the key, so a cache entry is never stale."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from fgq import PACKAGE
+
+
+@functools.lru_cache(maxsize=8)
+def source_digest(entries: tuple[str, ...]) -> str:
+    """sha256 of the package's source files under ``entries`` (folders or files, relative to ``fgq/``): a cache
+    keyed by it goes stale the moment the code that computes its entries changes."""
+    h = hashlib.sha256()
+    for entry in entries:
+        path = PACKAGE / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(file.relative_to(PACKAGE).as_posix().encode())
+            h.update(file.read_bytes())
+    return h.hexdigest()
 
 
 def model_digest(model: nn.Module) -> str:

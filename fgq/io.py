@@ -74,6 +74,12 @@ def write_json_atomic(path: Path, data: dict) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def save_figure(fig: Any, path: Path, dpi: int = 100) -> Path:
+    """A matplotlib figure as an image file (format from the suffix), atomically."""
+    path = Path(path)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=dpi))
+
+
 def save_state_dict(model: torch.nn.Module, path: Path) -> Path:
     """The whole state dict as safetensors (CPU, contiguous), atomically."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

@@ -51,14 +51,18 @@ def make_loggers(
         w = node.wandb
         mode = wandb_mode(w.mode)
         os.environ.setdefault("WANDB_SILENT", "true")
-        loggers.append(WandbLogger(
+        logger = WandbLogger(
             project=w.project, entity=w.entity, save_dir=str(out_dir), name=w.name or run_name(choices),
             group=w.group or group, job_type=job_type or w.job_type,
             tags=run_tags(choices, list(cfg.get("tags") or [])),
             # ``choices.<group>`` (model, dataset, quantizer, bits, ...) as config keys: the W&B UI groups runs by them
             mode=mode, config={**OmegaConf.to_container(cfg, resolve=True), "choices": choices},
             settings={"console": "off"},
-        ))
+        )
+        # Lightning always passes ``anonymous`` (None by default), which current wandb answers with a deprecation
+        # warning on every run; the setting has no effect, so it is not passed at all
+        logger._wandb_init.pop("anonymous", None)
+        loggers.append(logger)
     return loggers
 
 

@@ -1,5 +1,5 @@
 """Checks shared by the point-map loader tests (7-Scenes, DTU, ETH3D): the loaded ground truth against the geometry
-the fixture rendered, through the §2.2 resize (nearest depth, one-scale intrinsics)."""
+the fixture rendered, through the ground-truth resize (nearest depth, one-scale intrinsics)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from fgq.models.geometry import unproject_depth
 
 
 def expected_intrinsics(k: np.ndarray, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
-    """protocols.md §2.2 written out: one scale max(W'/W, H'/H) about the pixel-centre convention."""
+    """recons_eval's ground-truth intrinsics resize written out: one scale max(W'/W, H'/H) about the pixel-centre
+    convention."""
     scale = max(out_hw[1] / in_hw[1], out_hw[0] / in_hw[0])
     out = np.array(k, dtype=np.float64).copy()
     out[0, 0], out[1, 1] = k[0, 0] * scale, k[1, 1] * scale

@@ -134,8 +134,10 @@ class Opaque:
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "model.pt"
     torch.save({"model": fixture_vggt().state_dict(), "extra": Opaque()}, path)
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable checkpoint") as caught:
         load_checkpoint(fixture_vggt(), path)
+    # the message never passes on torch's advice to load with weights_only=False (that would run the file's code)
+    assert "weights_only" not in str(caught.value) and "pickled Python objects" in str(caught.value)
 
 
 def test_not_a_state_dict(tmp_path):

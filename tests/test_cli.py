@@ -21,7 +21,7 @@ def run_cli(*args, timeout=300):
 
 
 def test_single_run_writes_metrics_json(tmp_path):
-    proc = run_cli(*FAST, "logger=csv", f"hydra.run.dir={tmp_path}")
+    proc = run_cli(*FAST, "logger=csv", f"hydra.run.dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}")
     result = json.loads((tmp_path / "metrics.json").read_text())
     assert result["status"] == "ok"
     assert result["choices"]["quantizer"] == "rtn" and result["spec"]["w_bits"] == 4
@@ -39,8 +39,8 @@ def test_single_run_writes_metrics_json(tmp_path):
 
 
 def test_same_seed_same_metrics(tmp_path):
-    for name in ("a", "b"):
-        run_cli(*FAST, "logger=none", f"hydra.run.dir={tmp_path / name}")
+    for name in ("a", "b"):  # separate caches: both runs compute their FP evaluation
+        run_cli(*FAST, "logger=none", f"hydra.run.dir={tmp_path / name}", f"paths.cache_dir={tmp_path / name / 'c'}")
     a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("a", "b"))
     assert a["config_digest"] == b["config_digest"]
     assert_metrics_close(a["fp"], b["fp"])

@@ -1,4 +1,4 @@
-"""DTU loader (protocols.md §2, §4.5) on the fixture in Spann3R's layout: millimetre geometry round trip through
+"""DTU loader (``fgq.data.dtu``) on the fixture in Spann3R's layout: millimetre geometry round trip through
 NaN depth and the eroded object mask, cv2.erode semantics on hand-made masks, MVSNet cameras, seq-id maps and bad
 data."""
 

@@ -1,4 +1,4 @@
-"""ETH3D loader (protocols.md §2, §4.6) on the fixture in recons_eval's prepared layout: geometry round trip through
+"""ETH3D loader (``fgq.data.eth3d``) on the fixture in recons_eval's prepared layout: geometry round trip through
 raw float32 depth (inf and 0 invalid) and w2c ``.npz`` cameras, frame ids as indices into the sorted names, seq-id
 maps and bad data."""
 

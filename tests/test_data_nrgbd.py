@@ -11,7 +11,7 @@ from pointmap_checks import assert_points, expected_intrinsics, resized
 
 from fgq.data.files import DataError, read_json, write_png_uint16
 from fgq.data.fixtures import nrgbd as fixture
-from fgq.data.nrgbd import INTRINSICS, NRGBD, gl_c2w_to_w2c
+from fgq.data.nrgbd import FOCAL, INTRINSICS, NRGBD, gl_c2w_to_w2c
 from fgq.data.resize import nearest_resize, resize_image_depth_intrinsics
 
 SCENES = list(fixture.SCENES)  # breakfast_room (4 frames), kitchen (3)
@@ -120,6 +120,9 @@ def test_depth_range_and_size(copy):
         NRGBD(root=copy, kf_every=2, scenes=["kitchen"])[0]
     clip = NRGBD(root=copy, kf_every=2, scenes=["kitchen"], depth_size=None)[0]  # the check is configurable
     assert clip["depth"].shape == (2, 392, 518)
+    # K is given for 640×480: a frame stored at 320×240 gets it scaled (pixel-centre convention), not reused
+    k = NRGBD(root=copy, kf_every=2, scenes=["kitchen"], depth_size=None)._load_frame("kitchen", 2).intrinsics
+    assert k[0, 0] == pytest.approx(FOCAL / 2) and k[0, 2] == pytest.approx(320 * 0.5 + 0.25 - 0.5)
 
 
 def test_bad_data_names_the_file(copy, tmp_path):

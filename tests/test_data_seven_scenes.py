@@ -1,4 +1,4 @@
-"""7-Scenes loader (protocols.md §2, §4.2) on the fixture written in the real layout: geometry round trip, the
+"""7-Scenes loader (``fgq.data.seven_scenes``) on the fixture written in the real layout: geometry round trip, the
 hand-computed 518 × 392 intrinsics, stride seq-id maps, bad data, and one run of ``run.py`` on it."""
 
 import json

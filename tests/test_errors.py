@@ -24,7 +24,9 @@ from fgq.fisher.compute import compute_fisher
 from fgq.io import write_json_atomic
 from fgq.jobs import run_job, user_error
 from fgq.models.checkpoint import CheckpointError
+from fgq.precheck import check_names, check_sweep
 from fgq.quant import flatquant as flatquant_module
+from fgq.summary import improvement
 from fgq.sweeps.reading import load_sweep
 
 SMALL = ["logger=none", "trainer.enable_progress_bar=false", "dataset.eval.synthetic.data.num_scenes=2",
@@ -141,6 +143,8 @@ def test_single_run_failures_are_one_line_with_exit_2(tmp_path):
         ([f"model.checkpoint={tmp_path / 'absent.pt'}"], f"error: checkpoint {tmp_path / 'absent.pt'}: no such file"),
         (["quantizer=load"], "error: quantizer.path is not set (quantizer.path=…)"),
         ([f"hydra.run.dir={nan_path}/run"], f"error: hydra.run.dir={nan_path}/run: {nan_path} is not a folder"),
+        (["bit=w4a4"], "error: unknown override bit=w4a4; did you mean bits=…?"),
+        (["fisher.floor=low"], "error: Error merging override fisher.floor=low: Value 'low' of type 'str'"),
     ]
     for i, (args, message) in enumerate(cases):
         proc = _run_cli(*SMALL, "quantizer=rtn", f"hydra.run.dir={tmp_path}/run{i}", *args)  # args' dir wins
@@ -154,3 +158,51 @@ def test_unwritable_output_dir_is_one_config_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(ConfigError, match=r"output directory .*file/run: not writable \(.*\); choose another"):
         run_job(compose_cfg(tmp_path, ["quantizer=rtn"]), blocker / "run", {})
+
+
+def test_wrong_override_name_gets_a_did_you_mean():
+    with pytest.raises(ConfigError, match=r"unknown override bit=w4a4; did you mean bits=…\?"):
+        check_names(["bit=w4a4"])
+    with pytest.raises(ConfigError, match=r"did you mean quantizer\.epochs=…\?"):
+        check_names(["quantiser.epochs=3"])
+    check_names(["bits=w4a4", "quantizer.epochs=1", "+dataset.eval.x={}", "report.title=t", "hydra/launcher=slurm"])
+
+
+def test_every_sweep_value_is_checked_before_any_job():
+    with pytest.raises(ConfigError, match=r"sweep value bits\.w_bits=1: bits\.w_bits=1: must be an integer"):
+        check_sweep(["quantizer=rtn", "bits.w_bits=8,1"])
+    with pytest.raises(ConfigError, match=r"sweep value seed=x: seed=x: must be an integer"):
+        check_sweep(["experiment=embedded_benchmark", "seed=0,x"])
+    assert check_sweep(["experiment=embedded_benchmark"]) == 6 + 2 + 3  # the experiment's own axes
+
+
+def test_console_change_is_signed_so_that_plus_is_better():
+    assert improvement("abs_rel", 0.2, 0.21) == "-5.0%"  # an error that grew is worse
+    assert improvement("auc@30", 0.5, 0.55) == "+10.0%"
+    assert improvement("auc@3", 0.002, 0.008) == "+0.0060 abs"  # no ratio of a near-zero FP value
+
+
+def test_failed_aggregation_makes_the_sweep_exit_nonzero(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    import fgq.sweeps.aggregate
+    from fgq.sweeps.callback import AggregateSweep, last_problem_count
+
+    def broken(_sweep_dir):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(fgq.sweeps.aggregate, "aggregate", broken)
+    AggregateSweep().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert last_problem_count() == 1
+
+
+def test_tables_warn_when_jobs_ran_in_different_environments():
+    from fgq.sweeps.aggregate import environment_note
+    from fgq.sweeps.reading import Job
+
+    def job(threads):
+        return Job("0", None, {}, "ok", {"environment": {"torch": "2.13", "threads": threads}})
+
+    assert environment_note([[job(2), job(2)]]) is None
+    assert environment_note([[job(1)], [job(2)]]) == ("warning: the jobs of this table ran in different environments "
+                                                      "(threads: 1, 2); their numbers may differ beyond rounding")

@@ -78,7 +78,7 @@ def test_fisher_weights_change_the_result(flatquant):
     _, cost, points_out = _run(FGQConfig(epochs=1), fisher_config=FisherConfig(tasks=["points"]))
     assert cost["fisher"]["weight_tasks"] == ["points"] and cost["fisher"]["tasks"] == ["camera", "depth", "points"]
     assert not _same(fgq_out, points_out)
-    # block granularity: a per-block constant cancels in L / stopgrad(L) (fgq_method.md §4.2)
+    # block granularity: a per-block constant cancels in L / stopgrad(L) (its gradient is ∇L / L)
     _, _, block_out = _run(FGQConfig(epochs=1), fisher_config=FisherConfig(granularity="block"))
     for k in KEYS:
         torch.testing.assert_close(block_out[k], out[k], rtol=1e-4, atol=1e-5)

@@ -1,4 +1,4 @@
-"""GPTQ: single-layer error vs RTN, agreement with a literal unblocked oracle of quantizers.md §3.2, the
+"""GPTQ: single-layer error vs RTN, agreement with a literal unblocked oracle of GPTQ's ``fasterquant``, the
 act-order permutation, Cholesky fallback, dead columns, the Hessian hook, and end to end on a tiny VGGT."""
 
 import copy
@@ -37,13 +37,13 @@ def recon_error(W: torch.Tensor, Q: torch.Tensor, X: torch.Tensor) -> float:
     return float(((W - Q).double() @ X.double().T).pow(2).sum())
 
 
-# ---- the oracle: quantizers.md §1 grids and §3.2, transcribed literally (fp64, no lazy batches) -------------
+# ---- the oracle: the two grids and GPTQ's fasterquant, transcribed literally (fp64, no lazy batches) -------
 
 def oracle_grid(w: torch.Tensor, bits: int, sym: bool, grid: str):
     """Per-row quantizer of ``w`` (rows = output channels): a function rounding a column/slice onto it."""
     xmin = w.min(dim=1, keepdim=True).values.clamp(max=0)
     xmax = w.max(dim=1, keepdim=True).values.clamp(min=0)
-    if grid == "gptq":  # §1.2
+    if grid == "gptq":  # the GPTQ repo's unsigned grid
         maxq = 2**bits - 1
         if sym:
             xmax = torch.maximum(xmin.abs(), xmax)
@@ -53,11 +53,11 @@ def oracle_grid(w: torch.Tensor, bits: int, sym: bool, grid: str):
         scale = (xmax - xmin) / maxq
         zero = torch.full_like(scale, (maxq + 1) / 2) if sym else torch.round(-xmin / scale)
         lo, hi = 0, maxq
-    elif sym:  # §1.1 symmetric
+    elif sym:  # FlatQuant grid, symmetric
         qmax = 2 ** (bits - 1) - 1
         scale = torch.maximum(xmin.abs(), xmax).clamp(min=1e-5) / qmax
         zero, lo, hi = torch.zeros_like(scale), -(qmax + 1), qmax
-    else:  # §1.1 asymmetric
+    else:  # FlatQuant grid, asymmetric
         maxq = 2**bits - 1
         both_zero = (xmin == 0) & (xmax == 0)
         xmin[both_zero], xmax[both_zero] = -1.0, 1.0

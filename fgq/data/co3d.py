@@ -1,4 +1,4 @@
-"""Co3Dv2 relative-pose benchmark (FGQ Table 1; protocols.md §1.1, §1.2, §4.1).
+"""Co3Dv2 relative-pose benchmark (FGQ Table 1; recons_eval's sequence selection, seq-id map and loader).
 
 On disk: the raw images ``{root}/{category}/{sequence}/images/frameXXXXXX.jpg`` and the preprocessed annotations
 of the official VGGT evaluation script, ``{annotations}/{category}_{split}.jgz``: a gzip JSON dict
@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from fgq.data import seq_ids
 from fgq.data.batch import Clip, make_clip
 from fgq.data.files import DataError, read_gzip_json, read_rgb, require_dir
+from fgq.data.resize import scale_intrinsics
 from fgq.models.preprocess import PATCH, eval_resize
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def pytorch3d_to_opencv(rotation: Sequence, translation: Sequence) -> np.ndarray
 
 
 def ndc_to_pixel_intrinsics(focal_length: Sequence, principal_point: Sequence, width: int, height: int) -> np.ndarray:
-    """Pixel K from PyTorch3D NDC intrinsics (§4.1): ``s = min(H, W)/2``, ``f_px = f·s``,
+    """Pixel K from PyTorch3D NDC intrinsics: ``s = min(H, W)/2``, ``f_px = f·s``,
     ``c_px = −p·s + (W/2, H/2)``.
 
     One scale for both axes is PyTorch3D's ``ndc_isotropic`` convention, the one Co3Dv2's frame annotations use
@@ -79,16 +80,6 @@ def ndc_to_pixel_intrinsics(focal_length: Sequence, principal_point: Sequence, w
     return np.array([[f[0], 0.0, c[0]], [0.0, f[1], c[1]], [0.0, 0.0, 1.0]])
 
 
-def _scale_intrinsics(k: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """K after resizing the image by (sx, sy): pixel centres at integer coordinates map as ``(c + 0.5)·s − 0.5``."""
-    k = k.copy()
-    k[0] *= sx
-    k[1] *= sy
-    k[0, 2] += 0.5 * sx - 0.5
-    k[1, 2] += 0.5 * sy - 0.5
-    return k
-
-
 def eval_resize_intrinsics(intrinsics: np.ndarray, in_size: tuple[int, int], out_size: tuple[int, int],
                            width: int) -> np.ndarray:
     """K of an image of ``in_size`` (W, H) after ``eval_resize(width=width)`` produced ``out_size`` (H, W): resize
@@ -96,12 +87,12 @@ def eval_resize_intrinsics(intrinsics: np.ndarray, in_size: tuple[int, int], out
     floors both sides to multiples of 14."""
     w0, h0 = in_size
     new_h = round(h0 * width / w0 / PATCH) * PATCH  # eval_resize's first resize
-    k = _scale_intrinsics(np.asarray(intrinsics, dtype=np.float64), width / w0, new_h / h0)
+    k = scale_intrinsics(np.asarray(intrinsics, dtype=np.float64), width / w0, new_h / h0)
     if new_h > width:
         k[1, 2] -= (new_h - width) // 2
         new_h = width
     out_h, out_w = out_size
-    return _scale_intrinsics(k, out_w / width, out_h / new_h)
+    return scale_intrinsics(k, out_w / width, out_h / new_h)
 
 
 class Co3DPose(Dataset):

@@ -1,4 +1,4 @@
-"""FGQ's calibration / Fisher clips: random Co3Dv2 frames from the raw image tree (fgq_method.md §6).
+"""FGQ's calibration / Fisher clips: random Co3Dv2 frames from the raw image tree (as the official FGQ code draws them).
 
 The sampler of the FGQ code: ``rng = random.Random(seed)``; until ``num_clips`` clips (at most 10 × ``num_clips``
 attempts): pick a category (sorted sub-folders of the raw root), pick a sequence, take its ``images/*.jpg|png``

@@ -1,4 +1,4 @@
-"""DTU point-map benchmark (FGQ Table 3; protocols.md §2, §4.5): the 22 test scans of Spann3R's
+"""DTU point-map benchmark (FGQ Table 3; recons_eval's point-map protocol): the 22 test scans of Spann3R's
 ``dtu_test_mvsnet_release``, every 5th view (0, 5, …, 45), ground truth in **millimetres** masked by the eroded
 object mask, at 518 wide.
 

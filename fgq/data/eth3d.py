@@ -1,5 +1,5 @@
-"""ETH3D point-map benchmark (FGQ Table 3; protocols.md §2, §4.6): the 13 high-res multi-view training scenes as
-undistorted by recons_eval's preparation, every 5th image of the sorted list, at 518 wide.
+"""ETH3D point-map benchmark (FGQ Table 3; recons_eval's point-map protocol): the 13 high-res multi-view training
+scenes as undistorted by recons_eval's preparation, every 5th image of the sorted list, at 518 wide.
 
 Layout (per scene)::
 

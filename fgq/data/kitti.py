@@ -1,4 +1,4 @@
-"""KITTI depth (FGQ Table 4; protocols.md §3 and §4.7): the 13 depth-selection validation drives, left colour
+"""KITTI depth (FGQ Table 4; recons_eval's depth protocol): the 13 depth-selection validation drives, left colour
 camera, the first 110 annotated frames of each, ground truth at its full annotated resolution.
 
 On disk (as gathered by recons_eval / MonST3R's ``prepare_kitti.py``)::

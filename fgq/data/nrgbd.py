@@ -1,4 +1,4 @@
-"""Neural RGB-D (NRGBD) point-map reconstruction (protocols.md §2.1, §2.2 and §4.4); not in the FGQ paper's tables.
+"""Neural RGB-D (NRGBD) point-map reconstruction (recons_eval's protocol and loader); not in the FGQ paper's tables.
 
 On disk (the ``neural_rgbd_data.zip`` release)::
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from fgq.data.files import DataError, read_png_uint16, read_rgb, require_file
 from fgq.data.pointmap import Frame, PointMapDataset, check_numbering
+from fgq.data.resize import intrinsics_at
 
 log = logging.getLogger(__name__)
 
@@ -118,5 +119,6 @@ class NRGBD(PointMapDataset):
                             f"{self.depth_size[0]}×{self.depth_size[1]} (set depth_size=null to accept other sizes)")
         depth = raw.astype(np.float32) / 1000.0
         depth[(depth < DEPTH_RANGE[0]) | (depth > DEPTH_RANGE[1])] = 0.0
-        return Frame(read_rgb(folder / "images" / f"img{frame}.png"), depth, INTRINSICS,
-                     gl_c2w_to_w2c(self.poses[sequence][frame]))
+        # K is given for 640×480: frames stored at another size (depth_size=null) get it scaled to theirs
+        return Frame(read_rgb(folder / "images" / f"img{frame}.png"), depth, intrinsics_at(INTRINSICS, DEPTH_SIZE,
+                     raw.shape), gl_c2w_to_w2c(self.poses[sequence][frame]))

@@ -1,6 +1,6 @@
-"""What the point-map benchmarks (protocols.md §2: 7-Scenes, DTU, ETH3D) share: stride seq-id maps, one clip per
-whole sequence, and the §2.2 ground truth — image fitted to the depth map, both resized to a fixed width (518),
-intrinsics rescaled, ``valid = depth > 1e-4``, world points unprojected from the resized depth.
+"""What the point-map benchmarks (7-Scenes, DTU, ETH3D; recons_eval's protocol) share: stride seq-id maps, one clip
+per whole sequence, and recons_eval's ground truth — image fitted to the depth map, both resized to a fixed width
+(518), intrinsics rescaled, ``valid = depth > 1e-4``, world points unprojected from the resized depth.
 
 A subclass says which configured sequences are on disk and how long they are (``_discover``) and how one frame is
 read (``_load_frame``); everything else lives here. Seq-id map entries outside the configured selection are ignored,
@@ -24,12 +24,12 @@ from fgq.data.files import DataError, require_dir
 from fgq.data.resize import resize_image_depth_intrinsics
 
 log = logging.getLogger(__name__)
-VALID_MIN_DEPTH = 1e-4  # §2.2: the reference's validity test after the resize
+VALID_MIN_DEPTH = 1e-4  # recons_eval's validity test after the resize
 
 
 @dataclass
 class Frame:
-    """One frame as read from disk, before the §2.2 resize."""
+    """One frame as read from disk, before the ground-truth resize (``fgq.data.resize``)."""
 
     image: Image.Image  # RGB, any size (fitted to the depth map's size)
     depth: np.ndarray  # [H, W] float, the dataset's units, 0 where invalid

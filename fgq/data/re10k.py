@@ -1,4 +1,4 @@
-"""RealEstate10K relative-pose benchmark (FGQ Table 7; protocols.md §1.1, §4.3).
+"""RealEstate10K relative-pose benchmark (FGQ Table 7; recons_eval's test list, seq-id map and loader).
 
 On disk (as prepared by recons_eval's ``prepare_re10k.py``): ``{root}/{seq}/images/%04d.png`` (frames extracted at
 the metadata timestamps, renamed in timestamp order) and ``{root}/{seq}/annotations.json``, a list of

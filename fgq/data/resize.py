@@ -1,5 +1,5 @@
-"""Ground-truth resizing of the point-map benchmarks (protocols.md §2.2): image, depth and intrinsics to a fixed
-width (518), height rounded to a multiple of 14."""
+"""Ground-truth resizing of the point-map benchmarks (recons_eval's ``resize_image_depth_and_intrinsic``): image,
+depth and intrinsics to a fixed width (518), height rounded to a multiple of 14."""
 
 from __future__ import annotations
 
@@ -8,6 +8,23 @@ import torch
 from PIL import Image
 
 from fgq.models.preprocess import to_tensor
+
+
+def scale_intrinsics(k: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """K after resizing the image by (sx, sy): pixel centres at integer coordinates map as ``(c + 0.5)·s − 0.5``."""
+    k = np.array(k, dtype=np.float64).copy()
+    k[0] *= sx
+    k[1] *= sy
+    k[0, 2] += 0.5 * sx - 0.5
+    k[1, 2] += 0.5 * sy - 0.5
+    return k
+
+
+def intrinsics_at(k: np.ndarray, nominal: tuple[int, int], actual: tuple[int, int]) -> np.ndarray:
+    """A dataset's fixed K (given for its ``nominal`` (H, W)) for frames stored at ``actual`` (H, W)."""
+    if tuple(actual) == tuple(nominal):
+        return k
+    return scale_intrinsics(k, actual[1] / nominal[1], actual[0] / nominal[0])
 
 
 def nearest_resize(array: np.ndarray, width: int, height: int) -> np.ndarray:

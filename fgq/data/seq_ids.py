@@ -1,4 +1,4 @@
-"""Seq-id maps: ``{sequence: [frame ids]}`` fixing which frames every run evaluates (protocols.md §1.1, §2.1, §4.8).
+"""Seq-id maps: ``{sequence: [frame ids]}`` fixing which frames every run evaluates (recons_eval's seq-id maps).
 
 Built once, stored as JSON, and read back by every run and every quantizer, so all of them score identical frames.
 Two constructions, as in the reference evaluation code:

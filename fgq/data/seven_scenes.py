@@ -1,4 +1,4 @@
-"""7-Scenes point-map benchmark (FGQ Table 2; protocols.md §2, §4.2): the test sequences of each scene, every
+"""7-Scenes point-map benchmark (FGQ Table 2; recons_eval's point-map protocol): the test sequences of each scene, every
 ``kf_every``-th frame (200: the paper's sparse setting), ground truth from the depth re-projected into the colour
 camera, at 518×392.
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from fgq.data.files import DataError, read_matrix_txt, read_png_uint16, read_rgb, require_file
 from fgq.data.pointmap import Frame, PointMapDataset, check_numbering, frame_numbers, w2c_from_c2w
+from fgq.data.resize import intrinsics_at
 
 log = logging.getLogger(__name__)
 SCENES = ("chess", "fire", "heads", "office", "pumpkin", "redkitchen", "stairs")
@@ -102,4 +103,6 @@ class SevenScenes(PointMapDataset):
         c2w = read_matrix_txt(pose_path, 4, 4)
         if not np.isfinite(c2w).all():
             raise DataError(f"{pose_path}: the pose has non-finite values")
-        return Frame(read_rgb(Path(f"{stem}.color.png")), depth, self.intrinsics, w2c_from_c2w(c2w))
+        # K is given for 640×480: frames stored at another size (check_size=false) get it scaled to theirs
+        return Frame(read_rgb(Path(f"{stem}.color.png")), depth, intrinsics_at(self.intrinsics, SIZE, raw.shape),
+                     w2c_from_c2w(c2w))

@@ -16,18 +16,21 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from fgq.digest import data_digest, model_digest
+from fgq.digest import data_digest, model_digest, source_digest
 from fgq.fisher.compute import CACHE_VERSION, TASKS, FisherConfig, compute_fisher, take_clips, use_amp
 from fgq.io import atomic_write
 
 log = logging.getLogger(__name__)
 
+CODE = ("models", "fisher/compute.py")  # the source a Fisher depends on (the key changes when it does)
+
+
 class FisherCache:
     """Fishers stored as ``<cache_dir>/fisher-<sha256>.safetensors`` (tensor ``fisher`` + metadata).
 
-    The key covers the model (weights and architecture), the clips (bytes and metadata), the tasks, the
-    estimator (and for ``empirical`` its projections and seed) and the precision (bf16 autocast or fp32);
-    resolution and frames enter through the image shapes and are also recorded. Writes are atomic (a
+    The key covers the code that computes it (``CODE``), the model (weights and architecture), the clips (bytes and
+    metadata), the tasks, the estimator (and for ``empirical`` its projections and seed) and the precision (bf16
+    autocast or fp32); resolution and frames enter through the image shapes and are also recorded. Writes are atomic (a
     temporary file in the same folder, then ``os.replace``), so concurrent jobs of a sweep can share it."""
 
     def __init__(self, cache_dir: str | os.PathLike) -> None:
@@ -38,6 +41,7 @@ class FisherCache:
         shape = tuple(batches[0]["images"].shape)
         settings = {
             "version": CACHE_VERSION,
+            "code": source_digest(CODE),
             "model": model_digest(model),
             "data": data_digest(batches),
             "clips": sum(b["images"].shape[0] for b in batches),

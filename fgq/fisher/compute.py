@@ -1,6 +1,6 @@
 """The per-task diagonal activation Fisher of a VGGT/π3 model, its cache, and FGQ's loss weights.
 
-**What is computed** (``shared/reference/fgq_method.md`` §2, as the official code does it). For every task
+**What is computed** (as the official FGQ code does it). For every task
 ``k`` (camera, depth, points), every calibrated block ``l`` (the quantization view's execution order: VGGT
 F0, G0, F1, G1, …; π3 decoder.0, decoder.1, …) and every channel ``c``::
 
@@ -19,7 +19,7 @@ task's scalar w.r.t. the list of block outputs (graph retained between tasks) gi
 forward and ``T`` backward passes per batch, no parameter gradients. On CUDA the forward runs under bf16
 autocast; the models run their heads in fp32 themselves (as the official code).
 
-**This is not the paper's Fisher** (§2.5): the scalar is a plain sum of outputs, so each entry is
+**This is not the paper's Fisher**: the scalar is a plain sum of outputs, so each entry is
 ``(Σ_o ∂f_o/∂h)²`` = ``diag(Jᵀ 1 1ᵀ J)`` (cross-output terms included, opposite signs cancel), not the
 expected squared score ``diag(Jᵀ J)`` of a likelihood. ``estimator="summed_output"`` is the official
 quantity. ``estimator="empirical"`` is an ablation: the per-output squared Jacobian ``diag(Jᵀ J)`` (what a
@@ -29,9 +29,9 @@ Rademacher projections: ``L_v = Σ_o v_o f_o`` with ``v_o = ±1``; since ``E[v v
 ∝ 1/K; cost ``K`` backward passes per task). The projection vectors come from a generator seeded by
 ``seed`` (reproducible).
 
-**Weights** (``fisher_to_weights``, §3): per task divide by its global mean, weighted sum over tasks, per
-block rescale to channel-mean 1, floor. Under FlatQuant's ``L / stopgrad(L)`` loss only the within-block
-channel profile of the weights matters (§4.2).
+**Weights** (``fisher_to_weights``, as the official code): per task divide by its global mean, weighted sum over
+tasks, per block rescale to channel-mean 1, floor. Under FlatQuant's ``L / stopgrad(L)`` loss only the within-block
+channel profile of the weights matters (a per-block constant cancels).
 
 **Cache** (``FisherCache``): safetensors files named by a sha256 of everything the Fisher depends on (the
 model's architecture and every state-dict tensor's bytes, the clips' image bytes and metadata, tasks,
@@ -303,7 +303,7 @@ def fisher_to_weights(
     floor: float = 0.01,
     normalize: bool = True,
 ) -> torch.Tensor:
-    """FGQ's per-block, per-channel loss weights ``[L, C]`` from the Fisher ``[T, L, C]`` (``fgq_method.md`` §3)::
+    """FGQ's per-block, per-channel loss weights ``[L, C]`` from the Fisher ``[T, L, C]`` (as the official code)::
 
         F̃_k = F_k / (mean_{l,c} F_k + 1e-30)        (normalize=True; skipped otherwise)
         ŵ   = Σ_k a_k · F̃_k                         (a = task_weights, default 1; 0 drops a task)
@@ -314,7 +314,7 @@ def fisher_to_weights(
 
     Computed in float64, returned as float32. Note: under FlatQuant's ``L / stopgrad(L)`` block loss a block's
     constant factor cancels, so ``block`` weights do not change calibration (up to rounding) — only the
-    channel profile inside a block does (§4.2)."""
+    channel profile inside a block does."""
     if fisher.dim() != 3:
         raise ValueError(f"fisher has shape {tuple(fisher.shape)}: expected [tasks, blocks, channels]")
     if granularity not in GRANULARITIES:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from fgq.fisher.compute import TASKS
+from fgq.io import save_figure
 
 
 def normalized_by_mean(values: Sequence[float]) -> list[float]:
@@ -53,7 +54,7 @@ def save_fisher_figures(fisher: torch.Tensor, out_dir: str | os.PathLike, labels
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     paths.append(out / "fisher_blocks.png")
-    fig.savefig(paths[-1], dpi=120)
+    save_figure(fig, paths[-1], dpi=120)
     plt.close(fig)
 
     cols = min(8, blocks)
@@ -75,7 +76,7 @@ def save_fisher_figures(fisher: torch.Tensor, out_dir: str | os.PathLike, labels
     fig.suptitle(f"channel profile per block (sorted, {channels} channels)", fontsize=9)
     fig.tight_layout()
     paths.append(out / "fisher_channels.png")
-    fig.savefig(paths[-1], dpi=100)
+    save_figure(fig, paths[-1], dpi=100)
     plt.close(fig)
     return paths
 
@@ -131,6 +132,6 @@ def save_scatter(result: dict, out_dir: str | Path, name: str = "fisher_validati
                  f"w{spec['w_bits']}a{spec['a_bits']} · {result['clips']} clips · {result['wrap']}", fontsize=9)
     fig.tight_layout()
     path = out / name
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path

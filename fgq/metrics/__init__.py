@@ -1,4 +1,4 @@
-"""Evaluation metrics as pure functions: camera pose, depth, point map (protocols.md §1–3)."""
+"""Evaluation metrics as pure functions: camera pose, depth, point map (as the FGQ / recons_eval evaluation code)."""
 
 from fgq.metrics.depth import (
     DepthAccumulator,

@@ -1,4 +1,4 @@
-"""Depth alignment and error metrics (protocols.md §3.3, recons_eval's KITTI protocol).
+"""Depth alignment and error metrics (recons_eval's KITTI protocol, inherited from MonST3R / CUT3R).
 
 One call of ``evaluate_depth`` is one *unit*: a single alignment over everything it is given. Monocular evaluation
 calls it once per frame (``alignment="irls_scale"``), video evaluation once per sequence with the frames stacked

@@ -1,5 +1,5 @@
-"""Point-map reconstruction metrics (protocols.md §2.4–2.5): Umeyama Sim(3), point-to-point ICP, normals,
-Accuracy / Completion / Normal Consistency.
+"""Point-map reconstruction metrics as recons_eval's point-map evaluation (from Spann3R / CUT3R) computes them:
+Umeyama Sim(3), point-to-point ICP, normals, Accuracy / Completion / Normal Consistency.
 
 Everything runs in float64 numpy. ICP and normal estimation mirror Open3D's ``registration_icp`` (point-to-point)
 and ``estimate_normals()`` with their default parameters, written on SciPy's ``cKDTree``.

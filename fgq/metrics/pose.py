@@ -1,4 +1,5 @@
-"""Relative camera-pose errors, AUC and RRA/RTA (protocols.md §1.3–1.5).
+"""Relative camera-pose errors, AUC and RRA/RTA, as the official FGQ evaluation code computes them (recons_eval's
+pair order as an option).
 
 For the S frames of one sequence every pair ``i1 < i2`` is scored (``torch.combinations`` order). Errors are in
 degrees and computed in the inputs' dtype: the reference runs in float32 (its float64 autocast is a no-op), so pass

@@ -36,6 +36,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, random bytes, pickled code, ...
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights only load failed" in reason.lower():  # torch's advice (weights_only=False) would run its code
+            reason = ("it holds pickled Python objects besides tensors, which are never loaded since they can run "
+                      "code; save a plain state dict or safetensors")
         raise CheckpointError(f"checkpoint {path}: not a readable checkpoint ({reason[:200]})") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]

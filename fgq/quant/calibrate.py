@@ -14,17 +14,21 @@ or fills it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+from rich.console import Console
 from rich.progress import Progress
 
 from fgq.errors import NonFiniteError
 from fgq.models.adapter import BlockRef, QuantView
 from fgq.runtime import autocast
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,6 +66,10 @@ class TargetStore(Protocol):
     ``save_inputs(pairs, num_blocks)``, ``save_targets(i, targets)`` and ``close() -> dict``."""
 
     def open(self, blocks: Sequence[str], dtype: torch.dtype, calib: Iterable[dict]) -> Any: ...
+
+
+def progress_console() -> Console:
+    return Console(stderr=True)
 
 
 def _peak_reset(device: torch.device) -> None:
@@ -145,7 +153,8 @@ def calibrate_blocks(
         if entry is not None:
             entry.save_inputs([(s.x, s.pos) for s in samples], len(view.blocks))
     per_block = []
-    with Progress(transient=True) as progress:
+    logged = not progress_console().is_terminal  # nohup, SLURM, CI logs: one line per block instead of a bar
+    with Progress(transient=True, console=progress_console(), disable=logged) as progress:
         task = progress.add_task(description, total=len(view.blocks))
         for i, ref in enumerate(view.blocks):
             t = time.perf_counter()
@@ -168,6 +177,9 @@ def calibrate_blocks(
             per_block.append({"block": ref.name, "time_s": time.perf_counter() - t,
                               "peak_device_mb": _peak(device), "cached_mb": cached / 2**20, **figures})
             progress.advance(task)
+            if logged:
+                log.info("%s: block %d/%d (%s) in %.1f s", description, i + 1, len(view.blocks), ref.name,
+                         per_block[-1]["time_s"])
     result = {"quantize_s": time.perf_counter() - start, "blocks": per_block}
     if entry is not None:
         result["fp_targets"] = entry.close()

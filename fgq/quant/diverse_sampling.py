@@ -1,4 +1,4 @@
-"""QuantVGGT's noise-filtered diverse sampling of calibration clips (``shared/reference/quantizers.md`` §6.5).
+"""QuantVGGT's noise-filtered diverse sampling of calibration clips (QuantVGGT paper; code ``wlfeng0509/QuantVGGT``).
 
 From a pool of candidate clips (the calibration clips the quantizer is given, up to ``pool_size``), one FP
 forward per clip through the quantization view yields:

@@ -1,10 +1,11 @@
 """FGQ: FlatQuant calibration whose block loss is weighted per channel by the task Fisher.
 
-``fgq_method.md`` §1–§4: the activation Fisher ``[T, L, C]`` of the **FP** model (``fgq.fisher.compute``) becomes
-per-block, per-channel weights ``w[l] ∈ R^C`` (``fisher_to_weights``), and block ``l``'s FlatQuant loss becomes
-``mean(w[l] · (B̂_l(X) − B_l(X))²)`` (normalised as ``L / stopgrad(L)``). Everything else is FlatQuant with
-the same settings, so ``FGQConfig`` has ``FlatQuantConfig``'s fields (the Fisher's settings come with the context),
-and a model quantized by FGQ has FlatQuant's structure (same rebuild for reloading).
+As the official FGQ code implements it: the activation Fisher ``[T, L, C]`` of the **FP** model
+(``fgq.fisher.compute``) becomes per-block, per-channel weights ``w[l] ∈ R^C`` (``fisher_to_weights``), and block
+``l``'s FlatQuant loss becomes ``mean(w[l] · (B̂_l(X) − B_l(X))²)`` (normalised as ``L / stopgrad(L)``).
+Everything else is FlatQuant with the same settings, so ``FGQConfig`` has ``FlatQuantConfig``'s fields (the
+Fisher's settings come with the context), and a model quantized by FGQ has FlatQuant's structure (same rebuild
+for reloading).
 
 The Fisher comes from the caller (``QuantContext.fisher``, ``[3, L, C]``, tasks in ``fgq.fisher.compute.TASKS``
 order) or is computed here from the calibration data, through the cache when ``fisher.cache_dir`` is set and the

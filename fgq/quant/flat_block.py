@@ -264,7 +264,7 @@ class FlatQuantBlock(nn.Module):
 
     @torch.no_grad()
     def reparameterize(self, quantize_weights: bool = True) -> None:
-        """Calibration → eval mode (``quantizers.md`` §4.7): materialise every ``P`` (fp64, stored in the
+        """Calibration → eval mode (as FlatQuant's and FGQ's code do it): materialise every ``P`` (fp64, stored in the
         parameter dtype), fold ``c₁``/``c₂`` into norm1/norm2 (γ and β; kept online if a norm has no affine),
         merge ``diag(1/c)·P⁻ᵀ``, LWC and the V transform into the weights in fp64, then quantise the merged
         weights once (``quantize_weights``). ``c₃`` stays online before fc2."""

@@ -1,7 +1,7 @@
 """FlatQuant: learnable affine transforms, LWC and LAC, block-wise calibration, reparameterisation.
 
-Follows ``shared/reference/quantizers.md`` §4 and ``fgq_method.md`` §4–§7 (FlatQuant as FGQ ports it to VGGT;
-π3's decoder blocks are the same ``Block`` class and get the same treatment).
+Follows FlatQuant (Sun et al.; code ``ruikangliu/FlatQuant``) as the official FGQ code ports it to VGGT (π3's
+decoder blocks are the same ``Block`` class and get the same treatment).
 
 Placement in one pre-norm block (``FlatQuantBlock``; ``x ⊙ c`` is a learnable diagonal, ``P = P_L ⊗ P_R``)::
 
@@ -148,8 +148,8 @@ def calibrate_block(
     channel_weight: torch.Tensor | None = None, amp_dtype: torch.dtype | None = None,
 ) -> dict:
     """Wrap block ``ref`` in a ``FlatQuantBlock`` (installed in the model), calibrate it on FP inputs against FP
-    targets (``quantizers.md`` §4.6), reparameterise it. Returns the block's loss/step/time figures. ``amp_dtype``: the
-    autocast of the training forwards (parameters stay fp32, as FGQ's); ``None``: fp32."""
+    targets (FlatQuant's block-wise calibration), reparameterise it. Returns the block's loss/step/time figures.
+    ``amp_dtype``: the autocast of the training forwards (parameters stay fp32, as FGQ's); ``None``: fp32."""
     start = time.perf_counter()
     device = data.device
     block = ref.module
@@ -238,8 +238,8 @@ def flatquant_calibrate(
 
 def rebuild_flatquant(view: QuantView, config: FlatQuantConfig, spec: QuantSpec) -> None:
     """Give the model the structure ``quantize`` leaves (every block a reparameterised ``FlatQuantBlock``)
-    without calibrating, so a saved quantized state dict loads strictly (FGQ's load path, ``fgq_method.md``
-    §7.2). The values (merged weights, folded norms, matrices, c₃, LAC logits) then come from the state dict."""
+    without calibrating, so a saved quantized state dict loads strictly (the official FGQ code's load path). The
+    values (merged weights, folded norms, matrices, c₃, LAC logits) then come from the state dict."""
     if spec.is_fp:
         return
     for ref in view.blocks:

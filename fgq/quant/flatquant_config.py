@@ -16,7 +16,7 @@ STAGES = ("host", "pinned", "device")
 
 @dataclass
 class FlatQuantConfig:
-    """FlatQuant calibration settings; defaults are FGQ's FlatQuant-for-VGGT values (``fgq_method.md`` §5).
+    """FlatQuant calibration settings; defaults are FGQ's FlatQuant-for-VGGT values (the official FGQ code).
 
     ``batch_size``: clips per optimiser step (FGQ ``cali_bsz`` = 2); the cached calibration batches are split
     into clips and regrouped (all clips of one step must have the same shape; a last, smaller step keeps the

@@ -1,17 +1,17 @@
-"""GPTQ: weight rounding with inverse-Hessian error feedback (``shared/reference/quantizers.md`` §3).
+"""GPTQ: weight rounding with inverse-Hessian error feedback (Frantar et al., GPTQ; reference code ``IST-DASLab/gptq``).
 
 Per block (in execution order, through the shared calibration engine with ``propagate="quant"``, so each
-block sees the outputs of the already quantized prefix, §3.4):
+block sees the outputs of the already quantized prefix, as in the reference code):
 1. the linears are ``QuantLinear``s; weights stay FP until GPTQ writes them, but activation quantizers are
    ON when ``a_bits < 16`` (as FlatQuant's GPTQ pass does), so every Hessian is built from the fake-quantized
    input the matmul really sees;
 2. true-sequential groups ``[qkv] → [proj] → [fc1] → [fc2]``: before each group the block is rerun on all
    calibration batches, so later groups see the earlier ones already quantized (one pass for all four with
-   ``true_sequential=False``); hooks accumulate ``H = (2/N)·Σ x xᵀ`` in fp32 (§3.1);
-3. ``fasterquant`` (§3.2) per linear; the de-quantized weight is written back (``weight_is_quantized``).
+   ``true_sequential=False``); hooks accumulate ``H = (2/N)·Σ x xᵀ`` in fp32 (the reference ``add_batch``);
+3. the reference ``fasterquant`` per linear; the de-quantized weight is written back (``weight_is_quantized``).
 
-The quantizer grid is the project's (``spec.grid``: FlatQuant §1.1 by default, the GPTQ repo's §1.2 as an
-option), via ``fgq.quant.primitives``.
+The quantizer grid is the project's (``spec.grid``: FlatQuant's signed grid by default, the GPTQ repo's unsigned
+one as an option), via ``fgq.quant.primitives``.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def _fasterquant(
     W: torch.Tensor, H: torch.Tensor, spec: QuantSpec, blocksize: int = 128, percdamp: float = 0.01,
     act_order: bool = False, static_groups: bool = False, max_damp_retries: int = 5, name: str = "weight",
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """§3.2 on one ``[out, in]`` weight; returns ``(Q, losses, percdamp used)``."""
+    """The reference ``fasterquant`` on one ``[out, in]`` weight; returns ``(Q, losses, percdamp used)``."""
     dtype, W, H = W.dtype, W.detach().float().clone(), H.detach().float().clone()
     columns, gs = W.shape[1], spec.group_size
     if gs is not None and columns % gs:

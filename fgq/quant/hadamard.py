@@ -1,4 +1,4 @@
-"""Randomised Hadamard rotations for QuaRot-style and QuantVGGT quantisation (``quantizers.md`` §5, §6.2).
+"""Randomised Hadamard rotations for QuaRot-style and QuantVGGT quantisation (QuaRot, Ashkboos et al.; QuantVGGT).
 
 ``R = D·H/√n`` with ``D = diag(±1)`` random and ``H`` the Sylvester–Hadamard matrix is orthogonal, so
 ``(x·R)(W·R)ᵀ = x·Wᵀ``; multiplying by ``R`` spreads an outlier channel evenly over all channels.

@@ -1,7 +1,7 @@
 """Fake-quantization primitives (quantize → de-quantize in floating point) with a straight-through estimator.
 
 Rows are the last dimension: a weight row is an output channel (or one group of it), an activation row is
-one token. Formulas follow ``shared/reference/quantizers.md`` §1.1 (``flatquant`` grid) and §1.2 (``gptq``).
+one token. Grids: ``flatquant`` as in the FlatQuant / FGQ / QuantVGGT code, ``gptq`` as in the GPTQ reference code.
 """
 
 from __future__ import annotations

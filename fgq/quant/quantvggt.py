@@ -1,22 +1,23 @@
 """QuantVGGT: dual smoothing (global Hadamard rotation, then learned per-channel smoothing), LWC/LAC, block-wise
-calibration on FP inputs/targets, and noise-filtered diverse calibration sampling (``quantizers.md`` §6).
+calibration on FP inputs/targets, and noise-filtered diverse calibration sampling (QuantVGGT paper; code
+``wlfeng0509/QuantVGGT``).
 
 Per calibrated linear (qkv fused, proj, fc1, fc2; a ``SmoothRotLinear``), with ``R = D·H/√n`` fixed and
-``s ∈ R^n`` learned (§6.2)::
+``s ∈ R^n`` learned, as in the released code::
 
     y = Q_a( (x·R) / s ) · Q_w( LWC( (W·R) ⊙ s ) )ᵀ + b        exact with the quantizers off: (xR/s)·((WR)⊙s)ᵀ = xWᵀ
 
-- ``s`` initialised SmoothQuant-style (§6.3): ``s = clamp(act^α / max_col|W·R|^(1−α), 1e-5)``, α = 0.5, ``act`` an
+- ``s`` initialised SmoothQuant-style: ``s = clamp(act^α / max_col|W·R|^(1−α), 1e-5)``, α = 0.5, ``act`` an
   EMA (0.95) over the first ``max(1, ⌊n/5⌋)`` calibration clips of the per-channel ``mean over the leading dim of
   max over tokens of |x·R|``;
-- calibration (§6.4): per block, AdamW (weight decay 0.01) on ``s`` (lr 1e-3) and the LWC/LAC logits (1e-2),
-  cosine to 1e-6 over ``epochs × clips`` steps, one clip per step, plain MSE against the FP block output, FP
-  prefix inputs (``propagate="fp"``), fp32;
+- calibration (the released code's settings): per block, AdamW (weight decay 0.01) on ``s`` (lr 1e-3) and the
+  LWC/LAC logits (1e-2), cosine to 1e-6 over ``epochs × clips`` steps, one clip per step, plain MSE against the FP
+  block output, FP prefix inputs (``propagate="fp"``), fp32;
 - then each linear is reparameterised: ``W ← Q_w(LWC((W·R) ⊙ s))`` stored de-quantised; online remain the fast
   Hadamard (``fgq.quant.hadamard``, where the released code multiplies by a dense ``R``), the division by ``s``
   and the per-token activation quantizer.
 
-The released code's bugs (§6.7) are options; the defaults follow the paper:
+The released code's bugs are options; the defaults follow the paper:
 - ``global_tokens``: ``sequence`` calibrates global blocks on ``[B, S·P, C]`` as inference runs them; ``frame``
   feeds them frame-shaped tokens for the targets, training and propagation, as the released code does (its
   smoothing statistics come from a separate full forward; here they use the same frame-shaped inputs);
@@ -51,8 +52,8 @@ CACHE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 @dataclass
 class QuantVGGTConfig:
-    """QuantVGGT settings; defaults = the released code's values (§6.3–§6.4) with the paper's intent where the
-    code has bugs (§6.7). ``smooth=false`` keeps ``s = 1`` (rotation + LWC/LAC only, the code's ``--not_smooth``).
+    """QuantVGGT settings; defaults = the released code's values with the paper's intent where the code has
+    bugs. ``smooth=false`` keeps ``s = 1`` (rotation + LWC/LAC only, the code's ``--not_smooth``).
     """
 
     epochs: int = 15
@@ -143,7 +144,7 @@ def _rotations(ref: BlockRef, seed: int) -> dict[str, HadamardRotation]:
 def _act_statistics(runner: BlockRunner, ref: BlockRef, data: BlockData, rotations: dict[str, HadamardRotation],
                     clips: int, momentum: float) -> dict[str, torch.Tensor]:
     """Per linear: EMA over the first ``clips`` clips of ``mean over the leading dim of max over tokens of
-    |x·R|`` (§6.3; the leading dim is the frames in frame blocks, the batch in global blocks)."""
+    |x·R|`` (as the released code; the leading dim is the frames in frame blocks, the batch in global blocks)."""
     stats: dict[str, torch.Tensor] = {}
 
     def hook(short: str):
@@ -188,7 +189,7 @@ def _init_smoothing(layers: dict[str, SmoothRotLinear], unrotated: dict[str, tor
 
 def calibrate_block(view: QuantView, ref: BlockRef, data: BlockData, config: QuantVGGTConfig, spec: QuantSpec,
                     runner: BlockRunner) -> dict:
-    """Wrap block ``ref``'s linears, initialise ``s``, learn ``s`` and the clips, reparameterise (§6.2–§6.4)."""
+    """Wrap block ``ref``'s linears, initialise ``s``, learn ``s`` and the clips, reparameterise."""
     start = time.perf_counter()
     block = ref.module
     dtype = ref.param_dtype

@@ -1,4 +1,4 @@
-"""QuaRot-style per-linear online Hadamard rotation (``shared/reference/quantizers.md`` §5.2).
+"""QuaRot-style per-linear online Hadamard rotation (after QuaRot, Ashkboos et al.).
 
 Every calibrated linear (qkv, proj, fc1, fc2 of each block; qkv fused, one rotation per input tensor) becomes a
 ``RotatedLinear`` with its own randomised Hadamard ``R = D·H/√n`` (``fgq.quant.hadamard``):
@@ -11,7 +11,7 @@ quantized per output channel by RTN (``weight_quantizer=rtn``: QuantVGGT's code 
 no LWC/LAC, the likely source of the VGGT papers' "QuaRot" rows) or GPTQ (``weight_quantizer=gptq``, on the
 rotated, fake-quantized activations: the Hessian hook sees ``quantize_input(x)``, which rotates first).
 
-This is not QuaRot's residual-stream rotation (§5.3): nothing is fused into LayerNorm, the price is one fast
+This is not QuaRot's residual-stream rotation: nothing is fused into LayerNorm, the price is one fast
 WHT per quantized linear per token. The rotation signs are seeded per (seed, linear name) and saved as buffers.
 """
 

@@ -1,4 +1,4 @@
-"""FlatQuant's learnable invertible transforms (``shared/reference/quantizers.md`` §4.1).
+"""FlatQuant's learnable invertible transforms (Sun et al., FlatQuant; code ``ruikangliu/FlatQuant``).
 
 A transform ``P`` is applied to a linear's input on the activation side (``x ↦ x·P``) and its inverse-transpose
 to the weight (``W ↦ W·P⁻ᵀ``), so ``(x·P)·(W·P⁻ᵀ)ᵀ = x·Wᵀ`` exactly in floating point arithmetic up to rounding.
@@ -81,7 +81,7 @@ def random_orthogonal(n: int, generator: torch.Generator, dtype: torch.dtype = t
 
 def _cayley_orthogonal(n: int, generator: torch.Generator) -> nn.Linear:
     """An ``n×n`` orthogonal factor under the Cayley parametrisation, its unconstrained parameter set to a
-    random-orthogonal draw (the §4.1 subtlety: the effective matrix is the Cayley map of that draw)."""
+    random-orthogonal draw (as in FlatQuant's code, the effective matrix is the Cayley map of that draw)."""
     linear = nn.Linear(n, n, bias=False)
     with torch.no_grad():
         linear.weight.copy_(random_orthogonal(n, generator))

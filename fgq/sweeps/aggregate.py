@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,21 @@ class Aggregate:
         return [j for j in self.sweep.jobs if j.status != "ok"]
 
 
+def environment_note(job_lists: Iterable[list[Job]]) -> str | None:
+    """A warning when the finished jobs of one table ran in different environments (``metrics.json``
+    ``environment``: torch/CUDA versions, device, precision, threads), which can move numbers by more than rounding."""
+    seen: dict[str, set] = {}
+    for jobs in job_lists:
+        for job in jobs:
+            for key, value in ((job.result or {}).get("environment") or {}).items():
+                seen.setdefault(key, set()).add(str(value))
+    differ = {k: sorted(v) for k, v in seen.items() if len(v) > 1}
+    if not differ:
+        return None
+    return "warning: the jobs of this table ran in different environments (" + "; ".join(
+        f"{k}: {', '.join(v)}" for k, v in differ.items()) + "); their numbers may differ beyond rounding"
+
+
 def aggregate(root: str | Path, reference: dict | None = None, figures: bool = True) -> Aggregate:
     """Build every table of the sweep in ``root`` and write the files listed in the module doc."""
     sweep = load_sweep(root)
@@ -46,6 +62,9 @@ def aggregate(root: str | Path, reference: dict | None = None, figures: bool = T
                 f"evaluation sequences ({bootstrap['resamples']} resamples; pose per category where the protocol "
                 "averages per category) and over each row's seeds; values are means over seeds; † differs from FP "
                 "beyond noise; * in the improvement table: beyond noise")
+        mixed = environment_note(row.jobs for row in table.rows)
+        if mixed:
+            table.notes.append(mixed)
     ours = str(sweep.report.get("ours") or "FGQ")
     title = str(sweep.report.get("title") or f"Sweep {sweep.path.name}")
     counts = sweep.counts()

@@ -17,11 +17,12 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-_LAST_PROBLEMS: list[int] = []  # jobs that failed or did not finish in this process's last aggregated sweep
+# Problems of this process's last sweep: jobs that failed or did not finish, plus 1 when the aggregation failed.
+_LAST_PROBLEMS: list[int] = []
 
 
 def last_problem_count() -> int:
-    """How many jobs of the sweep this process just ran failed or did not finish (0 when no sweep ran)."""
+    """How many problems the sweep this process just ran had (0 when no sweep ran): the CLI exits 1 on any."""
     return _LAST_PROBLEMS[-1] if _LAST_PROBLEMS else 0
 
 
@@ -44,8 +45,9 @@ class AggregateSweep(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             result = aggregate(sweep_dir)
-        except Exception:  # the jobs' outputs are safe on disk; never turn a finished sweep into a crash
+        except Exception:  # the jobs' outputs are safe on disk: no crash, but the exit status says it failed
             log.exception("aggregation failed: run `python -m fgq.sweeps %s` to retry", sweep_dir)
+            _LAST_PROBLEMS.append(1)
             return
         _LAST_PROBLEMS.append(len(result.problems))
         print(result.markdown)

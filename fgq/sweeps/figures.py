@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on cluster nodes or in CI
 import matplotlib.pyplot as plt
 
+from fgq.io import save_figure
 from fgq.sweeps.reading import Sweep
 from fgq.sweeps.render import Plot
 from fgq.sweeps.table import Table, bits_label
@@ -70,7 +71,7 @@ def metric_vs_bits(table: Table, path: Path) -> Path | None:
         ax.set_ylabel(f"{col.label.split(' ', 1)[-1]} ({'higher' if col.higher else 'lower'} is better)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -125,7 +126,7 @@ def degradation(table: Table, path: Path) -> Path | None:
         ax.set_ylabel("degradation vs FP [%]")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 

@@ -1,5 +1,5 @@
-"""The paper's reported numbers (``fgq/sweeps/paper_results.csv``, a copy of the shared reference; its
-provenance and known inconsistencies are in ``shared/reference/paper_results.md``) and how our names map to them."""
+"""The paper's reported numbers (``fgq/sweeps/paper_results.csv``: a third-party transcription of the FGQ paper, not
+checked against the PDF; its W4A4 Tables 5/6 disagree with Tables 1/3) and how our names map to them."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from fgq.directions import higher_is_better
 from fgq.sweeps import intervals
 from fgq.sweeps.paper import PAPER_METRICS, PAPER_MODELS, load_reference, paper_value
 from fgq.sweeps.reading import SECTION_KEYS, Job, Sweep
@@ -37,10 +38,6 @@ COSTS = {
 }
 DEFAULT_COLUMNS = ["camera/auc@30", "depth/abs_rel", "points/acc_mean"]  # the headline metric of each task
 VALIDATION_COLUMNS = [f"r/{g}/{k}" for g in ("camera", "depth", "points", "pooled") for k in ("pearson", "spearman")]
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric.startswith(("auc", "rra", "rta", "delta", "nc", "pearson", "spearman"))
 
 
 def metric_label(metric: str) -> str:

@@ -1,5 +1,5 @@
 """Does the Fisher predict which blocks are sensitive? Fisher-predicted vs measured per-block loss
-(``shared/reference/fgq_method.md`` §9.2; the paper's Fig. 3c reports Pearson r = 0.88 on VGGT-1B).
+(FGQ paper, Fig. 3c: Pearson r = 0.88 on VGGT-1B; the official code releases a script for the measured side only).
 
 **Measured side** (as the official script does it, on the plain model by default): for every calibrated block
 ``l`` quantize only that block — RTN W``b`` per output channel (``spec``; the de-quantized weight is written
