@@ -64,11 +64,6 @@ class DatasetEvaluator:
                 raise ValueError(f"eval set '{self.name}': task '{task}' needs ground-truth {key}, which this dataset "
                                  f"does not provide; remove it from dataset.eval.{self.name}.protocol.tasks")
         pred = {k: v.detach().float().cpu() for k, v in pred.items()}
-        for task, key in (("camera", "extrinsics"), ("depth", "depth"), ("points", "points")):
-            if task in self.tasks and key in pred and not bool(torch.isfinite(pred[key]).all()):
-                b = int((~torch.isfinite(pred[key])).flatten(1).any(1).nonzero()[0])
-                raise NonFiniteError(f"eval set '{self.name}', sequence {batch['meta'][b].get('sequence', b)}: the "
-                                     f"model's {task} output is not finite (NaN or infinity)")
         if "depth" in batch and pred["depth"].shape != batch["depth"].shape:
             raise ValueError(f"eval set '{self.name}': predicted depth {tuple(pred['depth'].shape)} does not match "
                              f"the ground truth {tuple(batch['depth'].shape)} (pass size= to geometry())")
@@ -165,10 +160,7 @@ def evaluate(model: nn.Module, loaders: dict[str, Iterable[dict]], protocols: di
                 with autocast(device, precision):
                     predictions = model(batch["images"].to(device))
                 _check_outputs(predictions, batch, f"{phase} evaluation, eval set '{name}'")
-                try:
-                    evaluator.update(batch_geometry(model, predictions, batch, protocols[name]), batch)
-                except NonFiniteError as err:
-                    raise NonFiniteError(f"{phase} evaluation, {err}") from None
+                evaluator.update(batch_geometry(model, predictions, batch, protocols[name]), batch)
                 bar.advance(task)
             results[name] = evaluator.compute()
             records[name] = evaluator.records()
